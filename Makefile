@@ -1,0 +1,40 @@
+# Two commands for a new user: `make run` (install, build the default bundle if missing, serve) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BUNDLE ?= bundles/default
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install run bundle test lint clean
+
+# torch==2.13.0 first, explicitly: it is the CPU build on this kind of machine, and once installed the train
+# extra's range is satisfied, so pip never reaches for a newer (multi-GB CUDA) torch.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[train,serve,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+$(BUNDLE)/reward_model.json: | $(VENV)/.installed
+	$(PY) -m training.fit --out $(BUNDLE)
+
+bundle: $(BUNDLE)/reward_model.json
+
+run: bundle
+	$(PY) -m service --model-dir $(BUNDLE) --host $(HOST) --port $(PORT)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy models training service bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,191 @@
+"""The model bundle on disk: `write_bundle` and `read_bundle`, exact inverses, with every refusal in one place.
+
+A bundle is a folder:
+
+    reward_model.json   BundleMeta (schema version, formatting, reward statistics, metrics, file hashes)
+    tokenizer.json      the `tokenizers` tokenizer training used
+    model.onnx          fp32 graph, dynamic batch and sequence axes, output `reward` of shape (batch,)
+    model.int8.onnx     optional, statically quantised (batch-invariant) int8 graph
+
+The writer builds the folder beside its destination and renames it into place, so a crash never leaves a
+half bundle that looks whole. The reader refuses unknown schema versions, missing files and files whose
+SHA-256 differs from the one recorded at export (a swapped tokenizer, a truncated copy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .formatting import FormatError, FormatSpec
+
+SCHEMA_VERSION = 1
+META_FILE = "reward_model.json"
+TOKENIZER_FILE = "tokenizer.json"
+MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+ARCHITECTURES = ("encoder", "decoder")
+
+
+class BundleError(Exception):
+    """A bundle that cannot be used; the message names the folder and what is wrong with it."""
+
+
+@dataclass
+class BundleMeta:
+    """What the service must know to score exactly as training did, and what the bundle claims about itself."""
+
+    model_id: str
+    base_model: str
+    architecture: str
+    formatting: FormatSpec
+    onnx_inputs: list[str]
+    precisions: list[str]
+    pad_token_id: int = 0
+    # Reward mean and std on the eval split, per precision: the service's `normalize` uses them.
+    reward_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    eval_metrics: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256, filled in by write_bundle
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["formatting"] = self.formatting.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BundleMeta:
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise BundleError(f"unknown schema_version {version!r} (this reader knows {SCHEMA_VERSION})")
+        fields = dict(data)
+        unknown = set(fields) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise BundleError(f"unknown metadata fields: {', '.join(sorted(unknown))}")
+        try:
+            fields["formatting"] = FormatSpec.from_dict(fields["formatting"])
+            meta = cls(**fields)
+        except (KeyError, TypeError, FormatError) as e:
+            raise BundleError(f"invalid metadata: {e}") from e
+        if meta.architecture not in ARCHITECTURES:
+            raise BundleError(f"unknown architecture {meta.architecture!r}")
+        bad = [p for p in meta.precisions if p not in MODEL_FILES]
+        if bad or "fp32" not in meta.precisions:
+            raise BundleError(f"precisions must include fp32 and be among {sorted(MODEL_FILES)}: {meta.precisions}")
+        for precision, stats in meta.reward_stats.items():
+            if not (isinstance(stats, dict) and stats.get("std", 0) > 0 and "mean" in stats):
+                raise BundleError(f"reward_stats[{precision!r}] needs a mean and a positive std, got {stats}")
+        return meta
+
+    def normalizer(self, precision: str) -> tuple[float, float]:
+        """(mean, std) for `(r - mean) / std`; identity when the bundle recorded none."""
+        stats = self.reward_stats.get(precision) or self.reward_stats.get("fp32") or {"mean": 0.0, "std": 1.0}
+        return float(stats["mean"]), float(stats["std"])
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle read and verified: its folder and metadata."""
+
+    path: Path
+    meta: BundleMeta
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / TOKENIZER_FILE
+
+    def model_path(self, precision: str) -> Path:
+        if precision not in self.meta.precisions:
+            raise BundleError(f"{self.path}: no {precision} model (has {', '.join(self.meta.precisions)})")
+        return self.path / MODEL_FILES[precision]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_bundle(out_dir: str | os.PathLike[str], meta: BundleMeta, sources: Mapping[str, Path]) -> Bundle:
+    """Copy `sources` (bundle file name -> path) and the metadata into `out_dir`, atomically.
+
+    Needs the tokenizer and one model file per precision in `meta.precisions`; fills in `meta.files`.
+    """
+    out = Path(out_dir).resolve()
+    required = {TOKENIZER_FILE} | {MODEL_FILES[p] for p in meta.precisions}
+    missing = required - set(sources)
+    if missing:
+        raise BundleError(f"cannot write bundle {out}: missing {', '.join(sorted(missing))}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        meta.files = {}
+        for name in sorted(required):
+            shutil.copyfile(sources[name], tmp / name)
+            meta.files[name] = sha256_file(tmp / name)
+        with open(tmp / META_FILE, "w", encoding="utf-8") as f:
+            json.dump(meta.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return read_bundle(out)
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished folder onto `out`; an old bundle there is moved aside first, then removed."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.rename(out, old / "bundle")
+    os.rename(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_bundle(path: str | os.PathLike[str], verify_hashes: bool = True) -> Bundle:
+    """Read and validate a bundle; raises BundleError naming the folder and the problem."""
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError(f"{root}: not a model bundle folder (it does not exist or is not a directory)")
+    meta_path = root / META_FILE
+    if not meta_path.is_file():
+        raise BundleError(f"{root}: missing {META_FILE} (not a bundle, or an export that did not finish)")
+    try:
+        data = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{meta_path}: unreadable metadata: {e}") from e
+    if not isinstance(data, dict):
+        raise BundleError(f"{meta_path}: metadata must be a JSON object")
+    try:
+        meta = BundleMeta.from_dict(data)
+    except BundleError as e:
+        raise BundleError(f"{meta_path}: {e}") from e
+    required = {TOKENIZER_FILE} | {MODEL_FILES[p] for p in meta.precisions}
+    for name in sorted(required):
+        file = root / name
+        if not file.is_file():
+            raise BundleError(f"{root}: missing {name}")
+        if name not in meta.files:
+            raise BundleError(f"{meta_path}: no recorded hash for {name}")
+        if verify_hashes and sha256_file(file) != meta.files[name]:
+            what = "tokenizer does not match the one the model was exported with" if name == TOKENIZER_FILE else (
+                "file is corrupt or was replaced after export"
+            )
+            raise BundleError(f"{file}: {what} (sha256 differs from {META_FILE})")
+    return Bundle(root, meta)

@@ -1,0 +1,1 @@
+"""Training half: preference data -> Bradley–Terry reward model -> evaluated, exported ONNX bundle."""

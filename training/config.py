@@ -43,6 +43,7 @@ class FitConfig:
     center_rewards_coefficient: float | None = _opt(
         "Weight of TRL's reward-centering term coef·mean((r_chosen + r_rejected)²); off by default.", default=None
     )
+    dropout: bool = _opt("Keep the backbone's dropout (off by default, as in TRL's RewardConfig).", default=False)
     bf16: str = _opt("bf16 autocast: 'auto' (on when the CPU/GPU supports bf16), 'on' or 'off'.",
                      default="auto", choices=["auto", "on", "off"])
     seed: int = _opt("Seed for the prompt split, the head's initialisation and batch order.", default=0)

@@ -43,6 +43,7 @@ def bf16_enabled(setting: str) -> bool:
         return setting == "on"
     if torch.cuda.is_available():
         return bool(torch.cuda.is_bf16_supported())
+    # Only where oneDNN has native bf16 kernels: emulated bf16 ran 8x slower than fp32 on an AVX2 CPU here.
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
@@ -54,12 +55,14 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
 
     from models.formatting import Formatter
 
-    from .model import RewardModel, default_base, format_spec, load_backbone, model_max_length
+    from .model import RewardModel, default_base, disable_dropout, format_spec, load_backbone, model_max_length
     from .trainer import PairCollator, PairDataset, RewardTrainer
 
     set_seed(cfg.seed)
     base = cfg.base or default_base()
     model, tokenizer, architecture = load_backbone(base)
+    if not cfg.dropout:
+        disable_dropout(model)
     spec = format_spec(tokenizer, architecture, model_max_length(model, cfg.max_length))
     formatter = Formatter(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()), spec)
     dataset = PairDataset(train_pairs, formatter)

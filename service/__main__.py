@@ -1,0 +1,77 @@
+"""python -m service: check the settings and the bundle, then serve with uvicorn (draining on SIGTERM)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from pydantic import ValidationError
+
+from .settings import Settings
+
+
+def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Serve a reward-model bundle. Every flag also reads from its RM_* environment variable "
+        "(e.g. RM_MODEL_DIR, RM_PORT); flags win.",
+    )
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        kind = {int: int, float: float}.get(field.annotation, None)  # type: ignore[call-overload]
+        if field.annotation is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=field.description)
+        else:
+            parser.add_argument(flag, type=kind or str, default=None, help=field.description)
+    args = parser.parse_args(argv)
+    return {k: v for k, v in vars(args).items() if v is not None}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = Settings(**parse_args(argv))
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors())
+        print(f"error: invalid settings: {problems}", file=sys.stderr)
+        return 2
+
+    # Refuse a bad bundle with one line before binding a port: Kubernetes restarts us, nobody reads a trace.
+    from models.bundle import BundleError, read_bundle
+
+    try:
+        read_bundle(settings.model_dir)
+    except BundleError as e:
+        print(f"error: cannot serve: {e}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from .app import create_app
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = create_app(settings)
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            app.state.draining = True  # /readyz is 503 and new scoring work is refused from this instant
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.drain_seconds) or None, access_log=False,
+    )  # fmt: skip
+    server = DrainingServer(config)
+    try:
+        server.run()
+    except Exception as e:  # a lifespan failure (e.g. the session cannot be created) ends here
+        print(f"error: cannot serve: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""create_app(settings): the FastAPI app and its lifespan — load the bundle, warm up, serve, drain on stop."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import errors, routes
+from .metrics import Metrics
+from .scorer import LoadedModel, Pipeline
+from .settings import Settings
+
+log = logging.getLogger("service.app")
+ENDPOINTS = {"/score", "/compare", "/get_reward", "/healthz", "/readyz", "/info", "/metrics", "/admin/reload"}
+
+
+def service_version() -> str:
+    try:
+        return version("rlhf-reward")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+async def warm_up(pipeline: Pipeline) -> None:
+    """One short and one full-length inference through the whole path, so the first client pays nothing."""
+    model = pipeline.model
+    assert model is not None
+    long_text = "warm up " * model.bundle.meta.formatting.max_length
+    await pipeline.score(["Is this a warm-up?", long_text], ["Yes.", long_text])
+
+
+class RequestMetrics:
+    """Pure ASGI middleware: requests by endpoint and status, and their latency."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
+        status = 500
+        started = time.perf_counter()
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = Metrics()
+    pipeline = Pipeline(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        model = await LoadedModel.load(str(settings.model_dir), settings, metrics)
+        await pipeline.swap(model)
+        if settings.warmup:
+            await warm_up(pipeline)
+        log.info("serving %s (%s, %s)", model.model_id, model.precision, model.provider)
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            app.state.draining = True
+            if pipeline.model is not None:
+                await pipeline.model.close(settings.drain_seconds)
+            pipeline.shutdown()
+
+    app = FastAPI(
+        title="RLHF reward model service",
+        version=service_version(),
+        description="Batched ONNX Runtime scoring of prompt/completion pairs for online RLHF.",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_size,
+        strict_content_type=False,
+    )
+    app.state.settings = settings
+    app.state.pipeline = pipeline
+    app.state.metrics = metrics
+    app.state.ready = False
+    app.state.draining = False
+    app.state.version = service_version()
+    errors.install(app)
+    app.include_router(routes.router)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    return app

@@ -1,0 +1,192 @@
+"""MicroBatcher: a bounded queue of (pair, future) flushed into length-grouped batches on token budget or max wait.
+
+It knows nothing of ONNX or HTTP: it is given a blocking `run(list[item]) -> scores` and runs it in worker
+threads, so the event loop never blocks. A flush takes every pending pair, groups them by length under
+`max_batch_tokens` / `max_batch_size` (padding is most of the waste on CPU) and runs the batches; results
+and errors go back to each waiting future. A pair whose future was cancelled (its client went away) is
+dropped before it runs. Admission is all-or-nothing: a request that would overflow the queue is refused at
+once (`Overloaded`) instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from models.batching import plan_batches
+
+from .errors import InferenceFailed, NotReady, Overloaded
+
+log = logging.getLogger("service.batcher")
+
+
+class Sized(Protocol):
+    def __len__(self) -> int: ...
+
+
+@dataclass(slots=True)
+class _Pending:
+    item: Any
+    future: asyncio.Future[float]
+    length: int
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one batch cost, reported to the observer (metrics)."""
+
+    size: int
+    real_tokens: int
+    padded_tokens: int
+    seconds: float
+    queue_waits: list[float]
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        run: Callable[[list[Any]], np.ndarray],
+        max_batch_tokens: int,
+        max_batch_size: int,
+        max_wait_ms: float,
+        max_queue: int,
+        workers: int = 1,
+        observe: Callable[[BatchStats], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        on_drop: Callable[[int], None] | None = None,
+    ) -> None:
+        self._run = run
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.max_queue = max_queue
+        self._observe = observe
+        self._on_error = on_error
+        self._on_drop = on_drop
+        self._pending: deque[_Pending] = deque()
+        self._pending_tokens = 0
+        self._waiting = 0  # admitted pairs whose batch has not started: what the queue bound counts
+        self._arrived = asyncio.Event()
+        self._slots = asyncio.Semaphore(workers)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="inference")
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def depth(self) -> int:
+        """Pairs admitted whose batch has not started yet."""
+        return self._waiting
+
+    def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._flush_loop(), name="batcher")
+
+    def submit_many(self, items: Sequence[Sized]) -> list[asyncio.Future[float]]:
+        """Queue items; one future per item, resolved with its score. Raises Overloaded when full."""
+        if self._closed:
+            raise NotReady("the server is shutting down")
+        if self._waiting + len(items) > self.max_queue:
+            raise Overloaded(
+                f"queue full ({self._waiting} pairs waiting, limit {self.max_queue}); retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        loop = asyncio.get_running_loop()
+        futures = []
+        for item in items:
+            entry = _Pending(item, loop.create_future(), len(item))
+            self._pending.append(entry)
+            self._pending_tokens += entry.length
+            futures.append(entry.future)
+        self._waiting += len(items)
+        self._arrived.set()
+        return futures
+
+    def _full(self) -> bool:
+        return len(self._pending) >= self.max_batch_size or self._pending_tokens >= self.max_batch_tokens
+
+    async def _flush_loop(self) -> None:
+        while True:
+            if not self._pending:
+                self._arrived.clear()
+                if self._closed:
+                    return
+                await self._arrived.wait()
+                continue
+            # Linger until a batch is full or the oldest pair has waited max_wait.
+            deadline = self._pending[0].enqueued + self.max_wait
+            while not self._full() and not self._closed and (remaining := deadline - time.perf_counter()) > 0:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except TimeoutError:
+                    break
+            flush = list(self._pending)
+            self._pending.clear()
+            self._pending_tokens = 0
+            for batch in plan_batches([p.length for p in flush], self.max_batch_tokens, self.max_batch_size):
+                await self._slots.acquire()
+                self._waiting -= len(batch)
+                entries = [flush[i] for i in batch if not flush[i].future.done()]  # drop cancelled pairs late
+                if len(entries) < len(batch) and self._on_drop:
+                    self._on_drop(len(batch) - len(entries))
+                if not entries:
+                    self._slots.release()
+                    continue
+                task = asyncio.get_running_loop().create_task(self._run_batch(entries))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+
+    async def _run_batch(self, entries: list[_Pending]) -> None:
+        try:
+            started = time.perf_counter()
+            waits = [started - e.enqueued for e in entries]
+            loop = asyncio.get_running_loop()
+            try:
+                scores = await loop.run_in_executor(self._pool, self._run, [e.item for e in entries])
+                if len(scores) != len(entries):
+                    raise RuntimeError(f"runtime returned {len(scores)} scores for {len(entries)} pairs")
+            except Exception as exc:  # one bad batch must not stop the queue
+                log.exception("batch of %d pairs failed", len(entries))
+                if self._on_error:
+                    self._on_error(exc)
+                error = InferenceFailed(f"inference failed for this batch: {type(exc).__name__}")
+                for e in entries:
+                    if not e.future.done():
+                        e.future.set_exception(error)
+                return
+            elapsed = time.perf_counter() - started
+            for e, score in zip(entries, scores, strict=True):
+                if not e.future.done():
+                    e.future.set_result(float(score))
+            if self._observe:
+                lengths = [e.length for e in entries]
+                self._observe(BatchStats(len(entries), sum(lengths), len(entries) * max(lengths), elapsed, waits))
+        finally:
+            self._slots.release()
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop taking work, finish every pair already queued, then release the workers."""
+        self._closed = True
+        self._arrived.set()
+        if self._loop_task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._loop_task), timeout)
+            except TimeoutError:
+                self._loop_task.cancel()
+            if self._inflight:
+                await asyncio.wait(set(self._inflight), timeout=timeout)
+        for p in self._pending:
+            if not p.future.done():
+                p.future.set_exception(NotReady("the server is shutting down"))
+        self._pending.clear()
+        self._waiting = 0
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,147 @@
+"""LoadedModel and Pipeline: validate limits -> tokenise (off the loop) -> batch queue -> ONNX -> gather.
+
+Every endpoint scores through `Pipeline.score`; it is testable without HTTP. A request keeps the LoadedModel it
+started with, so a reload that swaps `Pipeline.model` never mixes two models inside one response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.bundle import Bundle, read_bundle
+from models.formatting import Text
+from models.runtime import CPU, BundleScorer
+
+from .batcher import BatchStats, MicroBatcher
+from .errors import NotReady, TooLarge
+from .metrics import Metrics
+from .settings import Settings
+
+log = logging.getLogger("service.scorer")
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    raw: np.ndarray  # float32 rewards in request order
+    truncated: int
+    model: LoadedModel
+
+    def values(self, normalize: bool) -> list[float]:
+        if not normalize:
+            return self.raw.tolist()
+        mean, std = self.model.normalizer
+        return ((self.raw.astype(np.float64) - mean) / std).tolist()
+
+
+class LoadedModel:
+    """One bundle, its ONNX session and its own batch queue."""
+
+    def __init__(self, bundle: Bundle, settings: Settings, metrics: Metrics) -> None:
+        self.bundle = bundle
+        self.scorer = BundleScorer(
+            bundle, settings.precision, settings.device, settings.intra_op_threads, settings.inter_op_threads
+        )
+        self.precision = self.scorer.precision
+        self.provider = self.scorer.provider
+        self.max_batch_tokens, self.max_batch_size = settings.batch_limits(on_gpu=self.provider != CPU)
+        self.normalizer = bundle.meta.normalizer(self.precision)
+        self._metrics = metrics
+        self.batcher = MicroBatcher(
+            self.scorer.run,
+            self.max_batch_tokens,
+            self.max_batch_size,
+            settings.max_wait_ms,
+            settings.max_queue_pairs,
+            settings.inference_workers,
+            observe=self._observe,
+            on_error=lambda exc: metrics.batch_errors.inc(),
+            on_drop=metrics.dropped.inc,
+        )
+
+    @property
+    def model_id(self) -> str:
+        return self.bundle.meta.model_id
+
+    @classmethod
+    async def load(cls, model_dir: str, settings: Settings, metrics: Metrics) -> LoadedModel:
+        """Read, validate and open a bundle (in a thread: hashing and session creation take a while)."""
+        bundle = await asyncio.to_thread(read_bundle, model_dir)
+        model = await asyncio.to_thread(cls, bundle, settings, metrics)
+        model.batcher.start()
+        return model
+
+    def _observe(self, stats: BatchStats) -> None:
+        m = self._metrics
+        m.batch_size.observe(stats.size)
+        m.batch_tokens.observe(stats.padded_tokens)
+        m.padding_fraction.observe(1 - stats.real_tokens / stats.padded_tokens)
+        m.tokens.labels("real").inc(stats.real_tokens)
+        m.tokens.labels("padding").inc(stats.padded_tokens - stats.real_tokens)
+        m.inference_latency.observe(stats.seconds)
+        for wait in stats.queue_waits:
+            m.queue_wait.observe(wait)
+
+    async def close(self, timeout: float | None) -> None:
+        await self.batcher.close(timeout)
+
+
+class Pipeline:
+    """The live model and the path every scoring request takes through it."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.model: LoadedModel | None = None
+        self._tokenizer_pool = ThreadPoolExecutor(settings.tokenizer_threads, thread_name_prefix="tokenize")
+
+    def check_limits(self, texts: Sequence[tuple[str, Text]], items: int) -> None:
+        """413 for too many pairs or an over-long text, naming the field."""
+        limit = self.settings.max_items_per_request
+        if items > limit:
+            raise TooLarge(f"{items} items in one request; the limit is {limit} (split the request)")
+        max_chars = self.settings.max_chars_per_text
+        for name, text in texts:
+            size = len(text) if isinstance(text, str) else sum(len(m.content) for m in text)  # type: ignore[union-attr]
+            if size > max_chars:
+                raise TooLarge(f"{name}: {size} characters; the limit is {max_chars}", field=name)
+
+    async def score(self, prompts: Sequence[Text], completions: Sequence[Text]) -> ScoreResult:
+        model = self.model
+        if model is None:
+            raise NotReady("no model loaded yet")
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        encoded = await loop.run_in_executor(self._tokenizer_pool, model.scorer.encode, prompts, completions)
+        self.metrics.tokenize_latency.observe(time.perf_counter() - started)
+        futures = model.batcher.submit_many(encoded)
+        self.metrics.queue_depth.set(model.batcher.depth)
+        try:
+            scores = await asyncio.gather(*futures)
+        except BaseException:
+            for f in futures:
+                f.cancel()  # the client left or a batch failed: drop this request's pairs still queued
+            raise
+        raw = np.asarray(scores, dtype=np.float32)
+        truncated = sum(e.truncated for e in encoded)
+        self.metrics.pairs.inc(len(raw))
+        if truncated:
+            self.metrics.truncated.inc(truncated)
+        for value in raw.tolist():
+            self.metrics.scores.observe(value)
+        return ScoreResult(raw, truncated, model)
+
+    async def swap(self, new: LoadedModel) -> LoadedModel | None:
+        """Make `new` live; returns the previous model (the caller drains and closes it)."""
+        old, self.model = self.model, new
+        self.metrics.set_model(new.model_id, new.bundle.meta.base_model, new.precision, new.provider)
+        return old
+
+    def shutdown(self) -> None:
+        self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,55 @@
+"""Settings: every knob of the service, read from RM_* environment variables (or CLI flags) in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Measured on 2 CPU cores: big batches get slower per pair (cache), so a CPU wants small token-bounded batches;
+# a GPU wants large ones. Unset limits take the default for the device the model lands on.
+CPU_LIMITS = {"max_batch_tokens": 2048, "max_batch_size": 16}
+GPU_LIMITS = {"max_batch_tokens": 65536, "max_batch_size": 256}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RM_", protected_namespaces=(), extra="ignore")
+
+    model_dir: Path = Field(description="Model bundle folder written by training.fit.")
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port.")
+    precision: Literal["fp32", "int8"] | None = Field(
+        None, description="Graph to serve; default int8 on CPU when the bundle has it, fp32 on GPU."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="CUDA when onnxruntime-gpu sees a GPU.")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per batch (0: one per core).")
+    inter_op_threads: int = Field(1, ge=1, description="ONNX Runtime inter-op threads.")
+    inference_workers: int = Field(1, ge=1, le=16, description="Batches run concurrently (1 is best on CPU).")
+    tokenizer_threads: int = Field(1, ge=1, le=16, description="Threads tokenising requests off the event loop.")
+    max_batch_tokens: int | None = Field(None, ge=1, description="Padded tokens per batch (batch size × longest).")
+    max_batch_size: int | None = Field(None, ge=1, description="Pairs per batch.")
+    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="How long a lone pair waits for batch mates.")
+    max_queue_pairs: int = Field(4096, ge=1, description="Pairs waiting before new requests get 429.")
+    max_items_per_request: int = Field(1024, ge=1, description="Pairs (or completions) per request.")
+    max_chars_per_text: int = Field(200_000, ge=1, description="Characters per prompt or completion (413 beyond).")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Request body size (413 beyond).")
+    api_key: SecretStr | None = Field(None, description="If set, scoring endpoints need 'Authorization: Bearer KEY'.")
+    warmup: bool = Field(True, description="Run one inference before reporting ready.")
+    drain_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long accepted requests may finish.")
+    log_level: str = Field("info", description="uvicorn log level.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.max_items_per_request > self.max_queue_pairs:
+            raise ValueError("max_items_per_request cannot exceed max_queue_pairs (such a request could never run)")
+        return self
+
+    def batch_limits(self, on_gpu: bool) -> tuple[int, int]:
+        """(max_batch_tokens, max_batch_size) with the device's defaults for unset values."""
+        defaults = GPU_LIMITS if on_gpu else CPU_LIMITS
+        return (
+            self.max_batch_tokens or defaults["max_batch_tokens"],
+            self.max_batch_size or defaults["max_batch_size"],
+        )

@@ -1,0 +1,105 @@
+"""Tiny real backbones and synthetic preference data for tests (built locally, nothing from a hub)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+GOOD = ["glad", "helpful", "clear", "kind", "correct", "thanks", "sure", "great", "careful", "precise"]
+BAD = ["awful", "wrong", "rude", "useless", "lazy", "nonsense", "broken", "hate", "junk", "garbage"]
+TOPICS = ["bread", "rivers", "python", "taxes", "stars", "gardens", "trains", "music", "chess", "tea", "maps", "sleep"]
+
+
+def synthetic_records(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Trivially separable pairs: the chosen answer uses friendly words, the rejected one hostile words.
+
+    Lengths vary independently of the label, so a length heuristic cannot solve them.
+    """
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        topic = rng.choice(TOPICS)
+        prompt = f"Question {i}: tell me something about {topic}."
+        good = " ".join(rng.choice(GOOD) for _ in range(rng.randint(2, 9)))
+        bad = " ".join(rng.choice(BAD) for _ in range(rng.randint(2, 9)))
+        records.append({"prompt": prompt, "chosen": f"{topic} is {good}.", "rejected": f"{topic} is {bad}."})
+    return records
+
+
+def write_records(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def make_tiny_bert(path: Path, tokenizer_source: str) -> Path:
+    """A 2-layer, 32-wide BERT with a real WordPiece tokenizer (all-MiniLM-L6-v2's)."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128, num_labels=1,
+    )  # fmt: skip
+    import torch
+
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _bpe_tokenizer(add_bos: bool) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    corpus = [" ".join(GOOD + BAD + TOPICS), "Question tell me something about is the a of and to Human Assistant"]
+    tok.train_from_iterator(corpus * 20, trainer)
+    if add_bos:
+        bos = tok.token_to_id("<s>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+        )
+    return tok
+
+
+def make_tiny_decoder(path: Path, family: str) -> Path:
+    """A 2-layer decoder: `llama` (chat template, no pad token) or `gpt2` (no template, plain concatenation)."""
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=_bpe_tokenizer(add_bos=family == "gpt2"), bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    torch.manual_seed(0)
+    if family == "llama":
+        tok.chat_template = CHAT_TEMPLATE
+        config = LlamaConfig(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=256, bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id, num_labels=1,
+        )  # fmt: skip
+        model: Any = LlamaForSequenceClassification(config)
+    elif family == "gpt2":
+        config = GPT2Config(
+            vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=256, bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id, num_labels=1,
+        )  # fmt: skip
+        model = GPT2ForSequenceClassification(config)
+    else:
+        raise ValueError(family)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -1,0 +1,136 @@
+"""MicroBatcher with a plain function as the model: grouping, budgets, order, errors, cancellation, overload."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from service.batcher import BatchStats, MicroBatcher
+from service.errors import InferenceFailed, Overloaded
+
+
+class Item:
+    def __init__(self, value: float, length: int) -> None:
+        self.value, self.length = value, length
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def run(batches: list[list[Item]], fail_on: float | None = None, delay: float = 0.0):  # type: ignore[no-untyped-def]
+    def _run(items: list[Item]) -> np.ndarray:
+        if delay:
+            time.sleep(delay)
+        batches.append(items)
+        if fail_on is not None and any(i.value == fail_on for i in items):
+            raise RuntimeError("boom")
+        return np.array([i.value * 2 for i in items], dtype=np.float32)
+
+    return _run
+
+
+def test_results_come_back_in_order_across_batches() -> None:
+    async def main() -> None:
+        seen: list[list[Item]] = []
+        stats: list[BatchStats] = []
+        b = MicroBatcher(run(seen), max_batch_tokens=40, max_batch_size=4, max_wait_ms=5, max_queue=100,
+                         observe=stats.append)
+        b.start()
+        items = [Item(i, length=(i * 7) % 13 + 1) for i in range(30)]
+        scores = await asyncio.gather(*b.submit_many(items))
+        assert scores == [i * 2 for i in range(30)]
+        for batch in seen:
+            assert len(batch) <= 4
+            assert len(batch) * max(len(i) for i in batch) <= 40 or len(batch) == 1
+        # Length grouping: within a flush, batches are sorted by length, so padding stays low.
+        assert sum(s.padded_tokens - s.real_tokens for s in stats) < 0.25 * sum(s.padded_tokens for s in stats)
+        await b.close()
+
+    asyncio.run(main())
+
+
+def test_concurrent_requests_share_batches() -> None:
+    async def main() -> None:
+        seen: list[list[Item]] = []
+        b = MicroBatcher(run(seen), max_batch_tokens=10_000, max_batch_size=64, max_wait_ms=20, max_queue=1000)
+        b.start()
+        results = await asyncio.gather(*(asyncio.gather(*b.submit_many([Item(i, 5)])) for i in range(20)))
+        assert [r[0] for r in results] == [i * 2 for i in range(20)]
+        assert len(seen) < 20  # requests were merged
+        await b.close()
+
+    asyncio.run(main())
+
+
+def test_a_failing_batch_fails_only_its_own_pairs() -> None:
+    async def main() -> None:
+        seen: list[list[Item]] = []
+        b = MicroBatcher(run(seen, fail_on=3.0), max_batch_tokens=100, max_batch_size=1, max_wait_ms=1,
+                         max_queue=100)
+        b.start()
+        futures = b.submit_many([Item(i, 1) for i in range(6)])
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert isinstance(results[3], InferenceFailed)
+        assert [r for i, r in enumerate(results) if i != 3] == [0, 2, 4, 8, 10]
+        assert await asyncio.gather(*b.submit_many([Item(7, 1)])) == [14]  # the queue keeps running
+        await b.close()
+
+    asyncio.run(main())
+
+
+def test_overload_is_refused_at_once_and_all_or_nothing() -> None:
+    async def main() -> None:
+        release = threading.Event()
+
+        def slow(items: list[Item]) -> np.ndarray:
+            release.wait(5)
+            return np.zeros(len(items), dtype=np.float32)
+
+        b = MicroBatcher(slow, max_batch_tokens=100, max_batch_size=2, max_wait_ms=1, max_queue=4)
+        b.start()
+        first = b.submit_many([Item(0, 1)] * 4)
+        with pytest.raises(Overloaded) as info:
+            b.submit_many([Item(0, 1)] * 3)
+        assert info.value.status == 429 and info.value.headers["Retry-After"]
+        release.set()
+        await asyncio.gather(*first)
+        await asyncio.gather(*b.submit_many([Item(0, 1)] * 3))  # room again
+        await b.close()
+
+    asyncio.run(main())
+
+
+def test_cancelled_pairs_are_dropped_before_they_run() -> None:
+    async def main() -> None:
+        seen: list[list[Item]] = []
+        dropped: list[int] = []
+        b = MicroBatcher(run(seen, delay=0.05), max_batch_tokens=100, max_batch_size=1, max_wait_ms=1,
+                         max_queue=100, on_drop=dropped.append)
+        b.start()
+        keep = b.submit_many([Item(1, 1)])
+        gone = b.submit_many([Item(100 + i, 1) for i in range(5)])
+        for f in gone:
+            f.cancel()
+        assert await asyncio.gather(*keep) == [2]
+        await b.close()
+        ran = {i.value for batch in seen for i in batch}
+        assert ran == {1} and sum(dropped) == 5
+
+    asyncio.run(main())
+
+
+def test_close_finishes_accepted_work() -> None:
+    async def main() -> None:
+        seen: list[list[Item]] = []
+        b = MicroBatcher(run(seen, delay=0.01), max_batch_tokens=100, max_batch_size=2, max_wait_ms=50,
+                         max_queue=100)
+        b.start()
+        futures = b.submit_many([Item(i, 1) for i in range(7)])
+        await b.close(timeout=10)
+        assert [f.result() for f in futures] == [i * 2 for i in range(7)]
+
+    asyncio.run(main())

@@ -184,8 +184,10 @@ def read_bundle(path: str | os.PathLike[str], verify_hashes: bool = True) -> Bun
         if name not in meta.files:
             raise BundleError(f"{meta_path}: no recorded hash for {name}")
         if verify_hashes and sha256_file(file) != meta.files[name]:
-            what = "tokenizer does not match the one the model was exported with" if name == TOKENIZER_FILE else (
-                "file is corrupt or was replaced after export"
+            what = (
+                "tokenizer does not match the one the model was exported with"
+                if name == TOKENIZER_FILE
+                else ("file is corrupt or was replaced after export")
             )
             raise BundleError(f"{file}: {what} (sha256 differs from {META_FILE})")
     return Bundle(root, meta)

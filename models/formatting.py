@@ -231,7 +231,7 @@ class Formatter:
         for enc in self._encode_batch(texts, specials):
             ids = enc.ids
             if not ids or ids[-1] != eos:
-                ids.append(eos)  # type: ignore[arg-type]
+                ids.append(int(eos))  # type: ignore[arg-type]
             truncated = len(ids) > spec.max_length
             out.append(Encoded(ids[-spec.max_length :] if truncated else ids, None, truncated))
         return out

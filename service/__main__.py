@@ -22,11 +22,10 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
     )
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        kind = {int: int, float: float}.get(field.annotation, None)  # type: ignore[call-overload]
         if field.annotation is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=field.description)
-        else:
-            parser.add_argument(flag, type=kind or str, default=None, help=field.description)
+        else:  # values stay strings here: Settings validates and converts them, with one-line errors
+            parser.add_argument(flag, default=None, help=field.description)
     args = parser.parse_args(argv)
     return {k: v for k, v in vars(args).items() if v is not None}
 

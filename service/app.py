@@ -89,7 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
         version=service_version(),
         description="Batched ONNX Runtime scoring of prompt/completion pairs for online RLHF.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_size,
+        max_body_size=settings.max_body_bytes,
         strict_content_type=False,
     )
     app.state.settings = settings

@@ -85,7 +85,7 @@ class RewardClient(_Base):
                     return result
                 if response.status_code not in RETRY_STATUS or attempt == self.retries:
                     raise _error(response)
-            except (httpx.TransportError,) as e:
+            except httpx.TransportError as e:
                 if attempt == self.retries:
                     raise RewardServiceError(0, f"cannot reach {self.url}: {e}") from e
             time.sleep(_delay(attempt, response, self.backoff))
@@ -140,9 +140,7 @@ class AsyncRewardClient(_Base):
             await asyncio.sleep(_delay(attempt, response, self.backoff))
         raise AssertionError("unreachable")
 
-    async def score(
-        self, prompts: Sequence[Text], completions: Sequence[Text], normalize: bool = False
-    ) -> list[float]:
+    async def score(self, prompts: Sequence[Text], completions: Sequence[Text], normalize: bool = False) -> list[float]:
         chunks = self._chunks(prompts, completions)
         results = await asyncio.gather(*(self._post("/score", c | {"normalize": normalize}) for c in chunks))
         return [s for r in results for s in r["scores"]]

@@ -15,30 +15,41 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("rm_requests", "HTTP requests by endpoint and status.", ["endpoint", "status"],
-                                registry=r)
-        self.request_latency = Histogram("rm_request_latency_seconds", "Whole request latency.", ["endpoint"],
-                                         buckets=LATENCY, registry=r)
-        self.tokenize_latency = Histogram("rm_tokenize_seconds", "Tokenisation time per request.",
-                                          buckets=LATENCY, registry=r)
-        self.queue_wait = Histogram("rm_queue_wait_seconds", "Time a pair waits before its batch starts.",
-                                    buckets=LATENCY, registry=r)
-        self.inference_latency = Histogram("rm_inference_seconds", "ONNX Runtime time per batch.",
-                                           buckets=LATENCY, registry=r)
+        self.requests = Counter(
+            "rm_requests", "HTTP requests by endpoint and status.", ["endpoint", "status"], registry=r
+        )
+        self.request_latency = Histogram(
+            "rm_request_latency_seconds", "Whole request latency.", ["endpoint"], buckets=LATENCY, registry=r
+        )
+        self.tokenize_latency = Histogram(
+            "rm_tokenize_seconds", "Tokenisation time per request.", buckets=LATENCY, registry=r
+        )
+        self.queue_wait = Histogram(
+            "rm_queue_wait_seconds", "Time a pair waits before its batch starts.", buckets=LATENCY, registry=r
+        )
+        self.inference_latency = Histogram(
+            "rm_inference_seconds", "ONNX Runtime time per batch.", buckets=LATENCY, registry=r
+        )
         self.batch_size = Histogram("rm_batch_size", "Pairs per batch.", buckets=SIZES, registry=r)
         self.batch_tokens = Histogram("rm_batch_tokens", "Padded tokens per batch.", buckets=TOKENS, registry=r)
-        self.padding_fraction = Histogram("rm_padding_fraction", "Share of a batch's tokens that are padding.",
-                                          buckets=FRACTIONS, registry=r)
+        self.padding_fraction = Histogram(
+            "rm_padding_fraction", "Share of a batch's tokens that are padding.", buckets=FRACTIONS, registry=r
+        )
         self.tokens = Counter("rm_tokens", "Tokens run by the model, real or padding.", ["kind"], registry=r)
         self.queue_depth = Gauge("rm_queue_depth", "Pairs waiting for a batch.", registry=r)
         self.pairs = Counter("rm_pairs", "Pairs scored.", registry=r)
         self.truncated = Counter("rm_truncated_inputs", "Pairs cut to the model's max length.", registry=r)
-        self.scores = Histogram("rm_score", "Raw rewards served (watch for drift and reward hacking).",
-                                buckets=SCORES, registry=r)
+        self.scores = Histogram(
+            "rm_score", "Raw rewards served (watch for drift and reward hacking).", buckets=SCORES, registry=r
+        )
         self.batch_errors = Counter("rm_batch_errors", "Batches that failed inside the runtime.", registry=r)
         self.rejected = Counter("rm_rejected", "Requests refused before scoring.", ["reason"], registry=r)
-        self.model_info = Gauge("rm_model_info", "The live model bundle (value 1).",
-                                ["model_id", "base_model", "precision", "provider"], registry=r)
+        self.model_info = Gauge(
+            "rm_model_info",
+            "The live model bundle (value 1).",
+            ["model_id", "base_model", "precision", "provider"],
+            registry=r,
+        )
         self.dropped = Counter("rm_dropped_pairs", "Pairs dropped because their client went away.", registry=r)
 
     def set_model(self, model_id: str, base_model: str, precision: str, provider: str) -> None:

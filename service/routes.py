@@ -55,8 +55,9 @@ def require_api_key(request: Request) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.get_secret_value().encode()):
-        raise Unauthorized("missing or invalid API key (send 'Authorization: Bearer KEY')",
-                           headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized(
+            "missing or invalid API key (send 'Authorization: Bearer KEY')", headers={"WWW-Authenticate": "Bearer"}
+        )
 
 
 def json_response(payload: dict[str, Any]) -> Response:
@@ -100,11 +101,11 @@ ScoringDeps = [Depends(require_api_key)]
 async def score(body: ScoreRequest, request: Request) -> Response:
     """Score many (prompt, completion) pairs; one reward each, in the order given."""
     pipeline = pipeline_of(request)
-    named = [(f"items.{i}.prompt", it.prompt) for i, it in enumerate(body.items)]
-    named += [(f"items.{i}.completion", it.completion) for i, it in enumerate(body.items)]
-    pipeline.check_limits(named, len(body.items))
     prompts = [plain(it.prompt) for it in body.items]
     completions = [plain(it.completion) for it in body.items]
+    named = [(f"items.{i}.prompt", p) for i, p in enumerate(prompts)]
+    named += [(f"items.{i}.completion", c) for i, c in enumerate(completions)]
+    pipeline.check_limits(named, len(body.items))
     result = await run_scoring(request, pipeline, prompts, completions)
     return json_response(
         {"scores": result.values(body.normalize), "model": result.model.model_id, "truncated": result.truncated}
@@ -115,21 +116,23 @@ async def score(body: ScoreRequest, request: Request) -> Response:
 async def compare(body: CompareRequest, request: Request) -> Response:
     """Rank two or more completions of one prompt, with Bradley–Terry win probabilities."""
     pipeline = pipeline_of(request)
-    named = [("prompt", body.prompt)] + [(f"completions.{i}", c) for i, c in enumerate(body.completions)]
-    pipeline.check_limits(named, len(body.completions))
     prompt = plain(body.prompt)
-    result = await run_scoring(request, pipeline, [prompt] * len(body.completions),
-                               [plain(c) for c in body.completions])
+    completions = [plain(c) for c in body.completions]
+    named = [("prompt", prompt)] + [(f"completions.{i}", c) for i, c in enumerate(completions)]
+    pipeline.check_limits(named, len(completions))
+    result = await run_scoring(request, pipeline, [prompt] * len(completions), completions)
     raw = result.raw.astype(np.float64)
     ranking = sorted(range(len(raw)), key=lambda i: -raw[i])  # stable: ties keep input order
     probabilities = 1.0 / (1.0 + np.exp(-(raw[:, None] - raw[None, :])))
-    return json_response({
-        "scores": result.values(body.normalize),
-        "ranking": ranking,
-        "probabilities": probabilities.tolist(),
-        "model": result.model.model_id,
-        "truncated": result.truncated,
-    })
+    return json_response(
+        {
+            "scores": result.values(body.normalize),
+            "ranking": ranking,
+            "probabilities": probabilities.tolist(),
+            "model": result.model.model_id,
+            "truncated": result.truncated,
+        }
+    )
 
 
 def split_query(query: str, prompt: str | None, index: int) -> tuple[str, str]:

@@ -108,7 +108,7 @@ class Pipeline:
             raise TooLarge(f"{items} items in one request; the limit is {limit} (split the request)")
         max_chars = self.settings.max_chars_per_text
         for name, text in texts:
-            size = len(text) if isinstance(text, str) else sum(len(m.content) for m in text)  # type: ignore[union-attr]
+            size = len(text) if isinstance(text, str) else sum(len(str(m["content"])) for m in text)
             if size > max_chars:
                 raise TooLarge(f"{name}: {size} characters; the limit is {max_chars}", field=name)
 

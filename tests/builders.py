@@ -77,8 +77,13 @@ def _bpe_tokenizer(add_bos: bool) -> Any:
 def make_tiny_decoder(path: Path, family: str) -> Path:
     """A 2-layer decoder: `llama` (chat template, no pad token) or `gpt2` (no template, plain concatenation)."""
     import torch
-    from transformers import GPT2Config, GPT2ForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
-    from transformers import PreTrainedTokenizerFast
+    from transformers import (
+        GPT2Config,
+        GPT2ForSequenceClassification,
+        LlamaConfig,
+        LlamaForSequenceClassification,
+        PreTrainedTokenizerFast,
+    )
 
     tok = PreTrainedTokenizerFast(
         tokenizer_object=_bpe_tokenizer(add_bos=family == "gpt2"), bos_token="<s>", eos_token="</s>", unk_token="<unk>"

@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from builders import make_tiny_bert, make_tiny_decoder, synthetic_records, write_records  # noqa: E402
+from builders import make_tiny_bert, make_tiny_decoder, synthetic_records, write_records
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "preferences"
 

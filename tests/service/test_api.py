@@ -1,0 +1,144 @@
+"""Every endpoint of the real app (lifespan included) over the session's tiny real bundle."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from models.bundle import read_bundle
+from models.runtime import BundleScorer
+from training.data import PreferencePair
+from training.evaluate import score_pairs
+
+from .conftest import make_client
+
+PAIRS = [
+    ("Question 1: tell me something about tea.", "tea is glad kind.", "tea is rude junk."),
+    ("Question 2: tell me something about maps.", "maps is clear.", "maps is awful wrong useless."),
+    ("Question 3: tell me something about chess.", "chess is sure great careful precise.", "chess is hate."),
+]
+
+
+def test_score_equals_training_evaluate(client: TestClient, tiny_bundle: Path) -> None:
+    items = [{"prompt": p, "completion": c} for p, c, _ in PAIRS] + [
+        {"prompt": p, "completion": r} for p, _, r in PAIRS
+    ]
+    response = client.post("/score", json={"items": items})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model"] == read_bundle(tiny_bundle).meta.model_id and body["truncated"] == 0
+    chosen, rejected, _ = score_pairs(
+        BundleScorer(read_bundle(tiny_bundle), "fp32", device="cpu"), [PreferencePair(*t) for t in PAIRS]
+    )
+    assert body["scores"] == [float(x) for x in np.concatenate([chosen, rejected])]
+    assert all(c > r for c, r in zip(chosen, rejected, strict=True))
+
+
+def test_score_normalize_messages_and_empty_completion(client: TestClient, tiny_bundle: Path) -> None:
+    raw = client.post("/score", json={"items": [{"prompt": "hi", "completion": ""}]}).json()["scores"][0]
+    normalized = client.post("/score", json={"items": [{"prompt": "hi", "completion": ""}], "normalize": True})
+    mean, std = read_bundle(tiny_bundle).meta.normalizer("fp32")
+    assert normalized.json()["scores"][0] == pytest.approx((raw - mean) / std, abs=1e-6)
+    messages = {"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "assistant", "content": "yo"}]}
+    transcript = {"prompt": "\n\nHuman: hi\n\nAssistant:", "completion": " yo"}
+    a = client.post("/score", json={"items": [messages]}).json()["scores"]
+    b = client.post("/score", json={"items": [transcript]}).json()["scores"]
+    assert a == b
+
+
+def test_compare_ranks_with_bradley_terry_probabilities(client: TestClient) -> None:
+    prompt, good, bad = PAIRS[0]
+    body = client.post("/compare", json={"prompt": prompt, "completions": [bad, good, bad]}).json()
+    s = body["scores"]
+    assert body["ranking"][0] == 1 and body["ranking"][1:] == [0, 2]  # ties keep input order
+    p = body["probabilities"]
+    assert p[1][0] == pytest.approx(1 / (1 + math.exp(-(s[1] - s[0]))))
+    assert p[0][1] == pytest.approx(1 - p[1][0]) and p[0][0] == 0.5
+
+
+def test_get_reward_speaks_openrlhf(client: TestClient) -> None:
+    prompt, good, bad = PAIRS[1]
+    with_prompts = client.post(
+        "/get_reward", json={"query": [prompt + good, prompt + bad], "prompts": [prompt] * 2, "labels": ["", ""]}
+    ).json()
+    direct = client.post(
+        "/score", json={"items": [{"prompt": prompt, "completion": good}, {"prompt": prompt, "completion": bad}]}
+    ).json()
+    assert with_prompts["rewards"] == with_prompts["scores"] == direct["scores"]
+    assert with_prompts["extra_logs"] == {}
+    transcript = "\n\nHuman: hi\n\nAssistant: hello"
+    split = client.post("/get_reward", json={"query": [transcript]}).json()["rewards"]
+    pair = client.post("/score", json={"items": [{"prompt": "\n\nHuman: hi\n\nAssistant:", "completion": " hello"}]})
+    assert split == pair.json()["scores"]
+    bad_prefix = client.post("/get_reward", json={"query": ["abc"], "prompts": ["xyz"]})
+    assert bad_prefix.status_code == 422 and "query.0" in bad_prefix.json()["error"]
+
+
+def test_probes_info_metrics_and_docs(client: TestClient, tiny_bundle: Path) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["model"] == read_bundle(tiny_bundle).meta.model_id
+    info = client.get("/info").json()
+    assert info["precision"] == "fp32" and info["provider"] == "CPUExecutionProvider"
+    assert info["max_length"] == 64 and info["batching"]["max_batch_size"] >= 1 and info["version"]
+    client.post("/score", json={"items": [{"prompt": "x " * 200, "completion": "y"}]})
+    metrics = client.get("/metrics").text
+    for name in (
+        "rm_requests_total",
+        "rm_request_latency_seconds",
+        "rm_tokenize_seconds",
+        "rm_queue_wait_seconds",
+        "rm_inference_seconds",
+        "rm_batch_size",
+        "rm_batch_tokens",
+        "rm_padding_fraction",
+        "rm_queue_depth",
+        "rm_truncated_inputs_total",
+        "rm_score_bucket",
+        "rm_model_info",
+    ):
+        assert name in metrics, name
+    assert 'rm_model_info{base_model="' in metrics and 'precision="fp32"' in metrics
+    assert 'rm_requests_total{endpoint="/score",status="200"}' in metrics
+    assert client.get("/openapi.json").json()["paths"]["/score"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_truncation_is_reported(client: TestClient) -> None:
+    body = client.post(
+        "/score",
+        json={
+            "items": [{"prompt": "tea " * 500, "completion": "tea is kind."}, {"prompt": "short", "completion": "fine"}]
+        },
+    ).json()
+    assert body["truncated"] == 1
+
+
+def test_int8_precision_serves_too(tiny_bundle: Path) -> None:
+    with make_client(tiny_bundle, precision="int8") as c:
+        assert c.get("/info").json()["precision"] == "int8"
+        body = c.post("/score", json={"items": [{"prompt": p, "completion": g} for p, g, _ in PAIRS]}).json()
+        assert len(body["scores"]) == 3
+
+
+def test_default_precision_is_int8_on_cpu(tiny_bundle: Path) -> None:
+    with make_client(tiny_bundle) as c:
+        assert c.get("/info").json()["precision"] == "int8"
+
+
+def test_api_key(tiny_bundle: Path) -> None:
+    with make_client(tiny_bundle, api_key="s3cret") as c:
+        item = {"items": [{"prompt": "p", "completion": "c"}]}
+        missing = c.post("/score", json=item)
+        assert missing.status_code == 401 and missing.json()["type"] == "unauthorized"
+        assert missing.headers["www-authenticate"] == "Bearer"
+        assert c.post("/score", json=item, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.post("/score", json=item, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.post("/compare", json={"prompt": "p", "completions": ["a", "b"]}).status_code == 401
+        assert c.post("/get_reward", json={"query": ["a"]}).status_code == 401
+        for probe in ("/healthz", "/readyz", "/metrics", "/info"):
+            assert c.get(probe).status_code == 200, probe

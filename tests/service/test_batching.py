@@ -1,0 +1,105 @@
+"""A pair's score does not depend on its batch; concurrent clients each get their own scores; overload is 429."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from models.bundle import read_bundle
+from models.runtime import BundleScorer
+
+from .conftest import LiveServer
+
+WORDS = ["tea", "glad", "rude", "maps", "clear", "junk", "kind", "awful", "stars", "trains", "sure", "wrong"]
+
+
+def random_pairs(n: int, seed: int) -> tuple[list[str], list[str]]:
+    rng = random.Random(seed)
+    prompts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 40))) for _ in range(n)]
+    completions = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(0, 30))) for _ in range(n)]
+    return prompts, completions
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_one_row_in_a_batch_equals_the_same_row_alone(tiny_bundle: Path, precision: str) -> None:
+    scorer = BundleScorer(read_bundle(tiny_bundle), precision, device="cpu")
+    prompts, completions = random_pairs(48, seed=1)
+    encoded = scorer.encode(prompts, completions)
+    alone = np.array([scorer.run([e])[0] for e in encoded])
+    rng = random.Random(2)
+    for size in (2, 7, 16, 48):
+        order = list(range(len(encoded)))
+        rng.shuffle(order)  # unsorted: lots of padding
+        for start in range(0, len(order), size):
+            idx = order[start : start + size]
+            batch = scorer.run([encoded[i] for i in idx])
+            assert np.max(np.abs(batch - alone[idx])) <= 1e-6, (precision, size)
+
+
+def test_200_concurrent_requests_get_their_own_scores(live_server: LiveServer, tiny_bundle: Path) -> None:
+    prompts, completions = random_pairs(200, seed=3)
+    expected = BundleScorer(read_bundle(tiny_bundle), "fp32", device="cpu").score(prompts, completions)
+
+    async def main() -> list[float]:
+        async with httpx.AsyncClient(
+            base_url=live_server.url, timeout=60, limits=httpx.Limits(max_connections=200)
+        ) as http:
+
+            async def one(i: int) -> float:
+                r = await http.post("/score", json={"items": [{"prompt": prompts[i], "completion": completions[i]}]})
+                assert r.status_code == 200, r.text
+                return float(r.json()["scores"][0])
+
+            return await asyncio.gather(*(one(i) for i in range(200)))
+
+    got = asyncio.run(main())
+    assert np.max(np.abs(np.array(got) - expected)) <= 1e-6
+    metrics = httpx.get(live_server.url + "/metrics").text
+    batches = [line for line in metrics.splitlines() if line.startswith("rm_batch_size_count")]
+    assert float(batches[0].split()[-1]) < 200  # requests were batched together
+
+
+def test_full_queue_answers_429_with_retry_after(tiny_bundle: Path) -> None:
+    env = {
+        **os.environ,
+        "RM_MAX_QUEUE_PAIRS": "8",
+        "RM_MAX_ITEMS_PER_REQUEST": "8",
+        "RM_MAX_WAIT_MS": "300",
+        "RM_MAX_BATCH_SIZE": "64",
+        "RM_MAX_BATCH_TOKENS": "100000",
+        "RM_PRECISION": "fp32",
+    }
+    server = LiveServer(tiny_bundle, env=env)
+    try:
+        server.wait_ready()
+        item = {"prompt": "p", "completion": "c"}
+
+        async def main() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+                first = asyncio.ensure_future(http.post("/score", json={"items": [item] * 8}))
+                await asyncio.sleep(0.1)  # the first request lingers 300 ms for batch mates, filling the queue
+                second = await http.post("/score", json={"items": [item]})
+                return [await first, second]
+
+        first, second = asyncio.run(main())
+        assert first.status_code == 200
+        assert second.status_code == 429 and second.headers["retry-after"] and second.json()["type"] == "overloaded"
+        assert httpx.post(server.url + "/score", json={"items": [item]}).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_service_imports_neither_torch_nor_transformers() -> None:
+    code = (
+        "import service.app, service.__main__, sys; "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import errors, routes
@@ -33,6 +34,36 @@ async def warm_up(pipeline: Pipeline) -> None:
     assert model is not None
     long_text = "warm up " * model.bundle.meta.formatting.max_length
     await pipeline.score(["Is this a warm-up?", long_text], ["Yes.", long_text])
+
+
+class BodyLimit:
+    """Pure ASGI middleware: bodies over the limit get a JSON 413, whether declared up front or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            message = f"request body of {int(declared)} bytes is over the limit of {self.max_bytes}"
+            await JSONResponse(errors.error_body(message, "too_large"), 413)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                # An HTTPException raised while FastAPI reads the body reaches our JSON handlers as a 413.
+                raise HTTPException(413, f"request body is over the limit of {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited, send)
 
 
 class RequestMetrics:
@@ -89,7 +120,6 @@ def create_app(settings: Settings) -> FastAPI:
         version=service_version(),
         description="Batched ONNX Runtime scoring of prompt/completion pairs for online RLHF.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
         strict_content_type=False,
     )
     app.state.settings = settings
@@ -100,5 +130,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.version = service_version()
     errors.install(app)
     app.include_router(routes.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

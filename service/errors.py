@@ -78,8 +78,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(str(exc.detail), kind), exc.status_code, headers=exc.headers)
+        kind = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status_code, "http_error"
+        )
+        message = str(exc.detail)
+        if exc.status_code == 400 and message == "There was an error parsing the body":  # e.g. invalid UTF-8
+            message = "request body is not valid JSON text (it must be UTF-8 encoded JSON)"
+        return JSONResponse(error_body(message, kind), exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -48,7 +48,6 @@ def bf16_enabled(setting: str) -> bool:
 
 def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, Any, Any, dict[str, Any]]:
     """Fine-tune the backbone; returns (reward model, hf tokenizer, format spec, training summary)."""
-    import torch
     from tokenizers import Tokenizer
     from transformers import TrainingArguments, set_seed
 
@@ -84,6 +83,7 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         report_to="none",
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        dataloader_pin_memory=False,
     )
     reward_model = RewardModel(model, architecture)
     trainer = RewardTrainer(
@@ -100,7 +100,6 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
     result = trainer.train(resume_from_checkpoint=resume)
     reward_model.eval()
     reward_model.float()
-    torch.set_grad_enabled(False)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     summary = {
         "base_model": base if cfg.base else "sentence-transformers/all-MiniLM-L6-v2",

@@ -113,7 +113,8 @@ class RewardModel(nn.Module):
             kwargs = {"token_type_ids": token_type_ids} if use_types else {}
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             return out.logits[:, 0]
-        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        base = self.model.base_model
+        hidden = base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         last = attention_mask.long().sum(dim=1) - 1  # right padding: the last real token (the appended EOS)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return self.model.score(pooled)[:, 0]

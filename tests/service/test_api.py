@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from servers import make_client
 
 from models.bundle import read_bundle
 from models.runtime import BundleScorer
 from training.data import PreferencePair
 from training.evaluate import score_pairs
-
-from .conftest import make_client
 
 PAIRS = [
     ("Question 1: tell me something about tea.", "tea is glad kind.", "tea is rude junk."),

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-
-from .conftest import make_client
+from servers import make_client
 
 OK = {"items": [{"prompt": "p", "completion": "c"}]}
 CASES = [
     ("/score", b"{not json", 422, "JSON decode error"),
-    ("/score", b"\xff\xfe\xfa", 422, ""),
+    ("/score", b"\xff\xfe\xfa", 400, "UTF-8"),
+    ("/score", b'{"items": [{"prompt": "\xff", "completion": "c"}]}', 400, "UTF-8"),
     ("/score", b'{"items": [{"prompt": "p", "completion": NaN}]}', 422, "items.0.completion"),
     ("/score", b'{"items": []}', 422, "items"),
     ("/score", b'{"items": [{"prompt": "p"}]}', 422, "items.0.completion"),
@@ -60,5 +60,14 @@ def test_limits_give_413_naming_the_field(tiny_bundle: Path) -> None:
         body = c.post(
             "/score", content=b'{"items": [' + b" " * 4096 + b"]}", headers={"content-type": "application/json"}
         )
-        assert body.status_code == 413 and body.json()
+        assert body.status_code == 413 and body.json()["type"] == "too_large"
+
+        def chunks():  # type: ignore[no-untyped-def]
+            yield b'{"items": ['
+            for _ in range(64):
+                yield b" " * 100
+            yield b"]}"
+
+        streamed = c.post("/score", content=chunks(), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413 and streamed.json()["type"] == "too_large"
         assert c.post("/score", json=OK).status_code == 200

@@ -12,11 +12,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from servers import LiveServer
 
 from models.bundle import read_bundle
 from models.runtime import BundleScorer
-
-from .conftest import LiveServer
 
 WORDS = ["tea", "glad", "rude", "maps", "clear", "junk", "kind", "awful", "stars", "trains", "sure", "wrong"]
 

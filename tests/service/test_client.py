@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from servers import LiveServer
 
 from service.client import AsyncRewardClient, RewardClient, RewardServiceError, reward_fn
-
-from .conftest import LiveServer
 
 
 def test_sync_client_scores_in_chunks_and_compares(live_server: LiveServer) -> None:

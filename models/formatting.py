@@ -280,9 +280,15 @@ def _pair_layout(tok: Tokenizer) -> _PairLayout:
             if ids[sb : sb + lb] != probe_b.ids:
                 continue
             layout = _PairLayout(
-                ids[:sa], types[:sa], types[sa], ids[sa + la : sb], types[sa + la : sb],
-                types[sb], ids[sb + lb :], types[sb + lb :],
-            )  # fmt: skip
+                ids[:sa],
+                types[:sa],
+                types[sa],
+                ids[sa + la : sb],
+                types[sa + la : sb],
+                types[sb],
+                ids[sb + lb :],
+                types[sb + lb :],
+            )
             a = tok.encode("What is the capital of France?", add_special_tokens=False)
             b = tok.encode("Paris, on the Seine.", add_special_tokens=False)
             want = tok.post_process(a, b, add_special_tokens=True)

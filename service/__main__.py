@@ -60,9 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.drain_seconds) or None, access_log=False,
-    )  # fmt: skip
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.drain_seconds) or None,
+        access_log=False,
+    )
     server = DrainingServer(config)
     try:
         server.run()

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import errors, routes
 from .metrics import Metrics
-from .scorer import LoadedModel, Pipeline
+from .scorer import Pipeline
 from .settings import Settings
 
 log = logging.getLogger("service.app")
@@ -26,14 +26,6 @@ def service_version() -> str:
         return version("rlhf-reward")
     except PackageNotFoundError:
         return "0+unknown"
-
-
-async def warm_up(pipeline: Pipeline) -> None:
-    """One short and one full-length inference through the whole path, so the first client pays nothing."""
-    model = pipeline.model
-    assert model is not None
-    long_text = "warm up " * model.bundle.meta.formatting.max_length
-    await pipeline.score(["Is this a warm-up?", long_text], ["Yes.", long_text])
 
 
 class BodyLimit:
@@ -100,10 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        model = await LoadedModel.load(str(settings.model_dir), settings, metrics)
-        await pipeline.swap(model)
-        if settings.warmup:
-            await warm_up(pipeline)
+        model = await pipeline.load(str(settings.model_dir))
         log.info("serving %s (%s, %s)", model.model_id, model.precision, model.provider)
         app.state.ready = True
         try:
@@ -111,9 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             app.state.ready = False
             app.state.draining = True
-            if pipeline.model is not None:
-                await pipeline.model.close(settings.drain_seconds)
-            pipeline.shutdown()
+            await pipeline.close()
 
     app = FastAPI(
         title="RLHF reward model service",

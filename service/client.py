@@ -51,9 +51,14 @@ def _as_text(value: Any) -> Text:
 
 class _Base:
     def __init__(
-        self, url: str, api_key: str | None = None, timeout: float = 60.0, retries: int = 5,
-        chunk_size: int = 256, backoff: float = 0.1,
-    ) -> None:  # fmt: skip
+        self,
+        url: str,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 5,
+        chunk_size: int = 256,
+        backoff: float = 0.1,
+    ) -> None:
         self.url = url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = timeout

@@ -46,6 +46,10 @@ class NotReady(ApiError):
     status, kind = 503, "not_ready"
 
 
+class ReloadRefused(ApiError):
+    status, kind = 422, "reload_refused"
+
+
 class InferenceFailed(ApiError):
     status, kind = 500, "inference_failed"
 

@@ -14,12 +14,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.formatting import ASSISTANT_MARKER, Text
 
-from .errors import InvalidInput, NotReady, Unauthorized
+from .errors import InvalidInput, NotReady, ReloadRefused, Unauthorized
 from .schemas import (
     CompareRequest,
     CompareResponse,
     ErrorResponse,
     Message,
+    ReloadRequest,
+    ReloadResponse,
     RewardRequest,
     RewardResponse,
     ScoreRequest,
@@ -162,6 +164,20 @@ async def get_reward(body: RewardRequest, request: Request) -> Response:
     result = await run_scoring(request, pipeline, [p for p, _ in pairs], [c for _, c in pairs])
     rewards = result.raw.tolist()
     return json_response({"rewards": rewards, "scores": rewards, "extra_logs": {}})
+
+
+@router.post("/admin/reload", response_model=ReloadResponse, responses=ERRORS, dependencies=ScoringDeps)
+async def reload(request: Request, body: ReloadRequest | None = None) -> dict[str, Any]:
+    """Load a bundle beside the live one, warm it up, then swap it in; a broken bundle is refused and the old
+    model keeps serving. Requests in flight finish on the model they started with."""
+    pipeline = pipeline_of(request)
+    previous = pipeline.model.model_id if pipeline.model else None
+    target = (body.model_dir if body else None) or str(request.app.state.settings.model_dir)
+    try:
+        new = await pipeline.load(target)
+    except Exception as e:  # BundleError, or an ONNX graph the runtime cannot load
+        raise ReloadRefused(f"reload refused, still serving {previous}: {e}") from e
+    return {"model_id": new.model_id, "previous_model_id": previous, "bundle": str(new.bundle.path)}
 
 
 @router.get("/healthz")

@@ -103,6 +103,16 @@ class RewardResponse(BaseModel):
     extra_logs: dict[str, list[float]]
 
 
+class ReloadRequest(_Strict):
+    model_dir: StrictStr | None = Field(None, description="Bundle to load; default: the configured RM_MODEL_DIR.")
+
+
+class ReloadResponse(BaseModel):
+    model_id: str
+    previous_model_id: str | None
+    bundle: str
+
+
 class ErrorResponse(BaseModel):
     error: str
     type: str

@@ -88,6 +88,12 @@ class LoadedModel:
         for wait in stats.queue_waits:
             m.queue_wait.observe(wait)
 
+    async def warm_up(self) -> None:
+        """A short and a full-length inference through this model's own queue, before it takes traffic."""
+        long_text = "warm up " * self.bundle.meta.formatting.max_length
+        encoded = await asyncio.to_thread(self.scorer.encode, ["Is this a warm-up?", long_text], ["Yes.", long_text])
+        await asyncio.gather(*self.batcher.submit_many(encoded))
+
     async def close(self, timeout: float | None) -> None:
         await self.batcher.close(timeout)
 
@@ -100,6 +106,8 @@ class Pipeline:
         self.metrics = metrics
         self.model: LoadedModel | None = None
         self._tokenizer_pool = ThreadPoolExecutor(settings.tokenizer_threads, thread_name_prefix="tokenize")
+        self._load_lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def check_limits(self, texts: Sequence[tuple[str, Text]], items: int) -> None:
         """413 for too many pairs or an over-long text, naming the field."""
@@ -137,11 +145,34 @@ class Pipeline:
             self.metrics.scores.observe(value)
         return ScoreResult(raw, truncated, model)
 
-    async def swap(self, new: LoadedModel) -> LoadedModel | None:
-        """Make `new` live; returns the previous model (the caller drains and closes it)."""
-        old, self.model = self.model, new
-        self.metrics.set_model(new.model_id, new.bundle.meta.base_model, new.precision, new.provider)
-        return old
+    async def load(self, model_dir: str) -> LoadedModel:
+        """Load, validate and warm a bundle beside the live one, then swap it in atomically.
 
-    def shutdown(self) -> None:
+        Requests already holding the old model finish on it while it drains in the background. A bundle that
+        fails to load or warm up raises, and the old model keeps serving.
+        """
+        async with self._load_lock:
+            new = await LoadedModel.load(model_dir, self.settings, self.metrics)
+            try:
+                if self.settings.warmup:
+                    await new.warm_up()
+            except BaseException:
+                await new.close(0)
+                raise
+            old, self.model = self.model, new
+            self.metrics.set_model(new.model_id, new.bundle.meta.base_model, new.precision, new.provider)
+        if old is not None:
+            task = asyncio.get_running_loop().create_task(old.close(self.settings.drain_seconds))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+            log.info("now serving %s; %s drains in the background", new.model_id, old.model_id)
+        return new
+
+    async def close(self) -> None:
+        """Finish every accepted pair (live and retiring models), then release the threads."""
+        timeout = self.settings.drain_seconds
+        if self.model is not None:
+            await self.model.close(timeout)
+        if self._retiring:
+            await asyncio.wait(set(self._retiring), timeout=timeout)
         self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)

@@ -44,9 +44,14 @@ def make_tiny_bert(path: Path, tokenizer_source: str) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128, num_labels=1,
-    )  # fmt: skip
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=1,
+    )
     import torch
 
     torch.manual_seed(0)
@@ -92,16 +97,29 @@ def make_tiny_decoder(path: Path, family: str) -> Path:
     if family == "llama":
         tok.chat_template = CHAT_TEMPLATE
         config = LlamaConfig(
-            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=256, bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id, num_labels=1,
-        )  # fmt: skip
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            num_labels=1,
+        )
         model: Any = LlamaForSequenceClassification(config)
     elif family == "gpt2":
         config = GPT2Config(
-            vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=256, bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id, num_labels=1,
-        )  # fmt: skip
+            vocab_size=len(tok),
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            n_positions=256,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            num_labels=1,
+        )
         model = GPT2ForSequenceClassification(config)
     else:
         raise ValueError(family)

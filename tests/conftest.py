@@ -51,9 +51,29 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, synth
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     argv = [
-        "--base", str(tiny_bert), "--data", str(synthetic_data), "--out", str(out), "--epochs", "6",
-        "--lr", "3e-3", "--batch-size", "16", "--max-length", "64", "--eval-fraction", "0.25",
-        "--save-steps", "1000", "--logging-steps", "5", "--bf16", "off", "--no-plot",
-    ]  # fmt: skip
+        "--base",
+        str(tiny_bert),
+        "--data",
+        str(synthetic_data),
+        "--out",
+        str(out),
+        "--epochs",
+        "6",
+        "--lr",
+        "3e-3",
+        "--batch-size",
+        "16",
+        "--max-length",
+        "64",
+        "--eval-fraction",
+        "0.25",
+        "--save-steps",
+        "1000",
+        "--logging-steps",
+        "5",
+        "--bf16",
+        "off",
+        "--no-plot",
+    ]
     assert main(argv) == 0
     return out

@@ -57,9 +57,16 @@ def export_fp32(model: RewardModel, sample: Sequence[Encoded], pad_id: int, path
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"reward": {0: "batch"}}
     with torch.no_grad():
         torch.onnx.export(
-            model, tuple(inputs[n] for n in names), str(path), input_names=names, output_names=["reward"],
-            dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, dynamo=False,
-        )  # fmt: skip
+            model,
+            tuple(inputs[n] for n in names),
+            str(path),
+            input_names=names,
+            output_names=["reward"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     return names
 
 
@@ -106,10 +113,12 @@ def quantize_int8(
     weights = {w.name: tuple(w.dims) for w in model.graph.initializer}
     matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
     chosen = {
-        n.name for n in matmuls
-        if len(weights[n.input[1]]) == 2 and 1 < weights[n.input[1]][1] <= weights[n.input[1]][0]
+        n.name
+        for n in matmuls
+        if len(weights[n.input[1]]) == 2
+        and 1 < weights[n.input[1]][1] <= weights[n.input[1]][0]
         and not _is_head(n.name)
-    }  # fmt: skip
+    }
     exclude = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.name not in chosen]
 
     class Reader(CalibrationDataReader):
@@ -121,14 +130,24 @@ def quantize_int8(
 
     with _flat_histograms():
         quantize_static(
-            str(inferred), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
-            per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=exclude,
+            str(inferred),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            reduce_range=False,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.Percentile,
+            nodes_to_exclude=exclude,
             extra_options={
-                "DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True,
-                "OpTypesToExcludeOutputQuantization": ["MatMul"], "CalibPercentile": percentile,
+                "DefaultTensorType": onnx.TensorProto.FLOAT,
+                "MatMulConstBOnly": True,
+                "OpTypesToExcludeOutputQuantization": ["MatMul"],
+                "CalibPercentile": percentile,
             },
-        )  # fmt: skip
+        )
     inferred.unlink()
     return {"quantized_matmuls": len(chosen), "fp32_matmuls": len(matmuls) - len(chosen)}
 
@@ -248,6 +267,8 @@ def export_bundle(
         plot_pairs = [p for pairs in eval_files.values() for p in pairs]
         write_plot(cfg.work_dir / "eval.png", plot_pairs, rewards["fp32"], f"{meta.model_id} (fp32, held out)")
     bundle = write_bundle(cfg.out, meta, sources)
+    # The fine-tuned transformers checkpoint, beside the bundle (not in it): for torch users and the benchmarks.
+    model.save_backbone(cfg.work_dir / "hf", tokenizer)
     log.info("bundle written to %s in %.0fs", bundle.path, time.perf_counter() - started)
     return bundle
 

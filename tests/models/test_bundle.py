@@ -14,11 +14,16 @@ from models.formatting import FormatSpec
 
 def meta(**overrides: object) -> BundleMeta:
     fields = {
-        "model_id": "test", "base_model": "tiny", "architecture": "encoder",
-        "formatting": FormatSpec("pair", 64), "onnx_inputs": ["input_ids", "attention_mask"],
-        "precisions": ["fp32", "int8"], "reward_stats": {"fp32": {"mean": 0.5, "std": 2.0}},
-        "eval_metrics": {"fp32": {"overall": {"accuracy": 0.75}}}, "data_fingerprint": "abc",
-    }  # fmt: skip
+        "model_id": "test",
+        "base_model": "tiny",
+        "architecture": "encoder",
+        "formatting": FormatSpec("pair", 64),
+        "onnx_inputs": ["input_ids", "attention_mask"],
+        "precisions": ["fp32", "int8"],
+        "reward_stats": {"fp32": {"mean": 0.5, "std": 2.0}},
+        "eval_metrics": {"fp32": {"overall": {"accuracy": 0.75}}},
+        "data_fingerprint": "abc",
+    }
     fields.update(overrides)
     return BundleMeta(**fields)  # type: ignore[arg-type]
 

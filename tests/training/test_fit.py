@@ -21,10 +21,32 @@ from training.fit import main, train
 
 def tiny_config(base: Path, data: Path, out: Path, **overrides: object) -> FitConfig:
     argv = [
-        "--base", str(base), "--data", str(data), "--out", str(out), "--epochs", "6", "--lr", "3e-3",
-        "--batch-size", "16", "--max-length", "64", "--eval-fraction", "0.25", "--save-steps", "1000",
-        "--logging-steps", "5", "--bf16", "off", "--no-plot", "--calibration-pairs", "32",
-    ]  # fmt: skip
+        "--base",
+        str(base),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "6",
+        "--lr",
+        "3e-3",
+        "--batch-size",
+        "16",
+        "--max-length",
+        "64",
+        "--eval-fraction",
+        "0.25",
+        "--save-steps",
+        "1000",
+        "--logging-steps",
+        "5",
+        "--bf16",
+        "off",
+        "--no-plot",
+        "--calibration-pairs",
+        "32",
+    ]
     cfg = parse_config(argv)
     for key, value in overrides.items():
         setattr(cfg, key, value)

@@ -1,0 +1,60 @@
+# syntax=docker/dockerfile:1
+# Serving image (default target `serve`): only the serve extra, no torch, non-root, bundle from a mounted folder.
+#   docker build -t rlhf-reward:cpu .
+#   docker run -p 8000:8000 -v $PWD/bundles/default:/models/current:ro rlhf-reward:cpu
+# GPU image: an NVIDIA CUDA runtime base and the gpu extra (onnxruntime-gpu):
+#   docker build -t rlhf-reward:gpu --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 \
+#                --build-arg EXTRA=gpu .
+#   docker run --gpus all -p 8000:8000 -v $PWD/bundles/default:/models/current:ro rlhf-reward:gpu
+# Training job image:
+#   docker build -t rlhf-reward:train --target train .
+#   docker run -v $PWD/data:/data -v $PWD/bundles:/bundles rlhf-reward:train --data /data/prefs.jsonl --out /bundles/new
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS base
+# CUDA base images come without Python; python:* images already have it.
+RUN command -v python3 >/dev/null || (apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/*)
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PATH=/opt/venv/bin:$PATH
+
+FROM base AS build
+ARG EXTRA=serve
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY models ./models
+COPY service ./service
+COPY training ./training
+COPY bench ./bench
+COPY deploy/install.sh ./deploy/install.sh
+RUN sh deploy/install.sh /opt/venv "${EXTRA}"
+
+FROM base AS serve
+COPY --from=build /opt/venv /opt/venv
+RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin rm
+ENV RM_HOST=0.0.0.0 RM_PORT=8000 RM_MODEL_DIR=/models/current
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('RM_PORT', '8000'), timeout=2)"]
+ENTRYPOINT ["python", "-m", "service"]
+
+FROM base AS train-build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY models ./models
+COPY service ./service
+COPY training ./training
+COPY bench ./bench
+COPY deploy/install.sh ./deploy/install.sh
+RUN sh deploy/install.sh /opt/venv train
+
+FROM base AS train
+COPY --from=train-build /opt/venv /opt/venv
+RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin rm
+USER 10001:10001
+WORKDIR /home/rm
+ENTRYPOINT ["python", "-m", "training.fit"]
+
+# The last stage is the default target: keep it the serving image.
+FROM serve

@@ -1,0 +1,222 @@
+"""python -m bench: the ceiling, the service under load and the peers, measured side by side in one run.
+
+Everything is compared only within this run (the machine is shared and noisy): each figure is the median of
+`--repeats` runs, thread counts are set explicitly, and the results go to JSON, a Markdown table and a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from models.bundle import read_bundle
+
+from . import data
+from .load import batching_stats, run_load, scrape
+from .offline import forward_flops_per_token, ort_offline, peak_flops, torch_offline
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A server subprocess on loopback, waited on until it answers `probe`."""
+
+    def __init__(self, cmd: list[str], port: int, probe: str, env: dict[str, str] | None = None) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL)
+        import httpx
+
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{cmd[:4]} exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + probe, timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise TimeoutError(f"{cmd[:4]} did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def measure_server(
+    server: Server, name: str, prompts: list[str], completions: list[str], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    rows = []
+    for clients in args.clients:
+        for k in args.pairs_per_request:
+            requests = max(args.min_requests, clients * args.requests_per_client // max(1, k // 4))
+            before = scrape(server.url) if name == "service" else {}
+            runs = [
+                asyncio.run(run_load(server.url, prompts, completions, clients, k, requests))
+                for _ in range(args.repeats)
+            ]
+            best = sorted(runs, key=lambda r: r["pairs_per_s"])[len(runs) // 2]
+            if name == "service":
+                best |= batching_stats(before, scrape(server.url))
+            rows.append({"server": name, **best})
+            print(
+                f"  {name:>8} clients={clients:>3} pairs/request={k:>2}: {best['pairs_per_s']:7.1f} pairs/s "
+                f"p50 {best['p50_ms']:7.1f} ms p99 {best['p99_ms']:7.1f} ms {best['statuses']}",
+                flush=True,
+            )
+    return rows
+
+
+def request_scaling(url: str, prompts: list[str], completions: list[str], args: argparse.Namespace) -> dict[str, float]:
+    """Cost of one big request vs many small ones from one client: no step may be quadratic in request size."""
+    big = min(512, len(prompts)) if not args.quick else 64
+    small = 16 if not args.quick else 4
+    t_small = asyncio.run(run_load(url, prompts, completions, 1, small, max(8, big // small)))["mean_ms"]
+    t_big = asyncio.run(run_load(url, prompts, completions, 1, big, 3))["mean_ms"]
+    return {
+        "small_pairs": small,
+        "big_pairs": big,
+        "small_ms": t_small,
+        "big_ms": t_big,
+        "ratio": t_big / (big / small * t_small),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", default="bundles/default", help="Bundle to benchmark.")
+    parser.add_argument(
+        "--torch-model", help="HF folder of the same model for the torch peers (default BUNDLE.work/hf)."
+    )
+    parser.add_argument("--pairs", type=int, default=512, help="Pairs in the fixed sample.")
+    parser.add_argument("--threads", type=int, default=2, help="Threads for every runtime (set explicitly).")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64, 256])
+    parser.add_argument("--pairs-per-request", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--requests-per-client", type=int, default=8)
+    parser.add_argument("--min-requests", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"])
+    parser.add_argument("--no-peers", action="store_true", help="Skip the torch peers (offline and naive server).")
+    parser.add_argument("--out", default="docs/bench", help="Prefix for OUT.json, OUT.md and OUT.png.")
+    parser.add_argument("--quick", action="store_true", help="A few-second smoke run (tiny sample, one repeat).")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.pairs, args.repeats, args.batch_sizes = 16, 1, [1, 4]
+        args.clients, args.pairs_per_request, args.min_requests, args.requests_per_client = [1, 8], [1, 4], 8, 2
+
+    bundle = read_bundle(args.bundle)
+    torch_model = Path(args.torch_model or f"{Path(args.bundle).resolve()}.work/hf")
+    prompts, completions, source = data.sample(args.pairs, seed=0)
+    result: dict[str, Any] = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "threads": args.threads,
+        },
+        "bundle": bundle.meta.model_id,
+        "pairs": len(prompts),
+        "source": source,
+        "args": vars(args),
+    }
+    print(f"benchmark: {len(prompts)} pairs from {source}; {args.threads} threads", flush=True)
+
+    offline = []
+    for precision in [p for p in args.precisions if p in bundle.meta.precisions]:
+        offline += ort_offline(bundle, prompts, completions, precision, args.batch_sizes, args.threads, args.repeats)
+    if not args.no_peers and torch_model.is_dir():
+        offline += torch_offline(
+            torch_model, bundle, prompts, completions, args.batch_sizes, args.threads, args.repeats
+        )
+    for row in offline:
+        print(f"  offline {row['runtime']:>18} batch {row['batch']:>3}: {row['pairs_per_s']:7.1f} pairs/s", flush=True)
+    result["offline"] = offline
+
+    from models.runtime import BundleScorer
+
+    encoded = BundleScorer(bundle, "fp32", device="cpu").encode(prompts, completions)
+    mean_tokens = sum(len(e) for e in encoded) / len(encoded)
+    flops = forward_flops_per_token(bundle, mean_tokens)
+    peak, derivation = peak_flops(args.threads)
+    result["flops"] = {"per_token": flops, "mean_tokens": mean_tokens, "peak": peak, "peak_derivation": derivation}
+
+    servers: list[dict[str, Any]] = []
+    for precision in [p for p in args.precisions if p in bundle.meta.precisions]:
+        port = free_port()
+        env = {"RM_INTRA_OP_THREADS": str(args.threads), "RM_PRECISION": precision, "RM_LOG_LEVEL": "warning"}
+        server = Server(
+            [sys.executable, "-m", "service", "--model-dir", args.bundle, "--port", str(port)], port, "/readyz", env
+        )
+        try:
+            servers += [
+                r | {"precision": precision} for r in measure_server(server, "service", prompts, completions, args)
+            ]
+            if precision == args.precisions[0]:
+                result["scaling"] = request_scaling(server.url, prompts, completions, args)
+        finally:
+            server.stop()
+    if not args.no_peers and torch_model.is_dir():
+        port = free_port()
+        naive = Server(
+            [
+                sys.executable,
+                "-m",
+                "bench.naive_server",
+                "--model",
+                str(torch_model),
+                "--bundle",
+                args.bundle,
+                "--port",
+                str(port),
+                "--threads",
+                str(args.threads),
+            ],
+            port,
+            "/healthz",
+        )
+        try:
+            servers += [r | {"precision": "fp32"} for r in measure_server(naive, "naive", prompts, completions, args)]
+        finally:
+            naive.stop()
+    result["servers"] = servers
+    single = next((r for r in offline if r["runtime"] == f"ORT {args.precisions[0]}" and r["batch"] == 1), None)
+    alone = next(
+        (
+            r
+            for r in servers
+            if (r["server"], r["precision"], r["clients"], r["pairs_per_request"])
+            == ("service", args.precisions[0], 1, 1)
+        ),
+        None,
+    )
+    if single and alone:
+        offline_ms = 1000 / single["pairs_per_s"]
+        result["latency"] = {
+            "p50_ms": alone["p50_ms"],
+            "offline_single_ms": offline_ms,
+            "overhead_ms": alone["p50_ms"] - offline_ms,
+        }
+    result["accuracy"] = {p: bundle.meta.eval_metrics.get(p, {}).get("overall") for p in bundle.meta.precisions}
+    result["int8_agreement"] = bundle.meta.parity.get("int8_agreement")
+
+    from .report import write_report
+
+    write_report(result, Path(args.out))
+    print(f"wrote {args.out}.json, {args.out}.md, {args.out}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Closed-loop HTTP load: N concurrent clients, each sending requests of k pairs back to back, over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def run_load(
+    url: str,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    clients: int,
+    pairs_per_request: int,
+    requests: int,
+    path: str = "/score",
+) -> dict[str, Any]:
+    """Send `requests` requests from `clients` concurrent clients; throughput and latency percentiles."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    next_request = 0
+    n = len(prompts)
+
+    def payload(i: int) -> dict[str, Any]:
+        start = (i * pairs_per_request) % n
+        idx = [(start + j) % n for j in range(pairs_per_request)]
+        return {"items": [{"prompt": prompts[j], "completion": completions[j]} for j in idx]}
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal next_request
+        while next_request < requests:
+            i = next_request
+            next_request += 1
+            body = payload(i)
+            started = time.perf_counter()
+            response = await http.post(path, json=body)
+            latencies.append(time.perf_counter() - started)
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
+        await asyncio.gather(*(client(http) for _ in range(min(4, clients))))  # warm connections and caches
+        latencies.clear()
+        statuses.clear()
+        next_request = 0
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    ok = statuses.get(200, 0)
+    return {
+        "clients": clients,
+        "pairs_per_request": pairs_per_request,
+        "requests": requests,
+        "pairs_per_s": ok * pairs_per_request / elapsed,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
+        "statuses": statuses,
+    }
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Counters and histogram sums/counts from /metrics, flattened to name{labels} -> value."""
+    values: dict[str, float] = {}
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def batching_stats(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean batch size and padding fraction over the interval between two scrapes."""
+
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    batches = delta("rm_batch_size_count")
+    real, pad = delta('rm_tokens_total{kind="real"}'), delta('rm_tokens_total{kind="padding"}')
+    return {
+        "mean_batch_size": delta("rm_batch_size_sum") / batches if batches else float("nan"),
+        "padding_fraction": pad / (real + pad) if real + pad else float("nan"),
+        "batches": batches,
+    }

@@ -1,0 +1,64 @@
+"""BASELINE, not our service: a reward server in the style of OpenRLHF's serve_rm, for comparison only.
+
+FastAPI + eager PyTorch + transformers; each request is tokenised and run on its own inside the handler (no
+cross-request batching, no length grouping), as serve_rm does. Same request/response shape as our /score.
+Run: python -m bench.naive_server --model DIR --bundle BUNDLE --port P --threads T
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def build_app(model_dir: str, bundle_dir: str, threads: int) -> Any:
+    import numpy as np
+    import torch
+    from fastapi import FastAPI
+    from transformers import AutoModelForSequenceClassification
+
+    from models.bundle import read_bundle
+    from models.formatting import Formatter
+
+    torch.set_num_threads(threads)
+    bundle = read_bundle(bundle_dir)
+    # Same token ids as our service, so the comparison is about serving, not about text handling.
+    formatter = Formatter.from_file(str(bundle.tokenizer_path), bundle.meta.formatting)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1).eval()
+    app = FastAPI(title="naive serve_rm-style baseline")
+
+    @app.post("/score")
+    async def score(body: dict[str, Any]) -> dict[str, Any]:
+        items = body["items"]
+        encoded = formatter.encode_many([i["prompt"] for i in items], [i["completion"] for i in items])
+        width = max(len(e) for e in encoded)
+        ids = np.full((len(encoded), width), bundle.meta.pad_token_id, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, e in enumerate(encoded):
+            ids[row, : len(e)] = e.ids
+            mask[row, : len(e)] = 1
+        with torch.inference_mode():  # blocks the event loop, as serve_rm's handler does
+            logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
+        return {"scores": logits[:, 0].tolist()}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="Hugging Face folder of the fine-tuned reward model.")
+    parser.add_argument("--bundle", required=True, help="The bundle (for its tokenizer and formatting).")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    uvicorn.run(build_app(args.model, args.bundle, args.threads), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

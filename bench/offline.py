@@ -1,0 +1,155 @@
+"""The offline ceiling: a bundle scored in one process with ONNX Runtime (and torch eager, as a peer)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.batching import plan_batches
+from models.bundle import Bundle
+from models.formatting import Encoded
+from models.runtime import BundleScorer
+
+
+def median_rate(run: Callable[[], int], repeats: int) -> float:
+    """Median items/s over `repeats` timed runs (after one warm-up run)."""
+    run()
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        items = run()
+        rates.append(items / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def ort_offline(
+    bundle: Bundle,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    precision: str,
+    batch_sizes: Sequence[int],
+    threads: int,
+    repeats: int,
+) -> list[dict[str, Any]]:
+    """pairs/s and real tokens/s per batch size, length-sorted, for one precision."""
+    scorer = BundleScorer(bundle, precision, device="auto", intra_op_threads=threads)
+    encoded = scorer.encode(prompts, completions)
+    tokens = sum(len(e) for e in encoded)
+    rows = []
+    for size in batch_sizes:
+        batches = [[encoded[i] for i in b] for b in plan_batches([len(e) for e in encoded], 10**9, size)]
+
+        def run(batches: list[list[Encoded]] = batches) -> int:
+            for batch in batches:
+                scorer.run(batch)
+            return len(encoded)
+
+        rate = median_rate(run, repeats)
+        rows.append(
+            {
+                "runtime": f"ORT {precision}",
+                "batch": size,
+                "pairs_per_s": rate,
+                "tokens_per_s": rate * tokens / len(encoded),
+            }
+        )
+    return rows
+
+
+def torch_offline(
+    model_dir: Path,
+    bundle: Bundle,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    batch_sizes: Sequence[int],
+    threads: int,
+    repeats: int,
+) -> list[dict[str, Any]]:
+    """The same pairs through Hugging Face transformers, eager PyTorch fp32 (a peer, not our path)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.set_num_threads(threads)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1).eval()
+    # Same token ids as the service (models.formatting), so only the runtime differs.
+    encoded = BundleScorer(bundle, "fp32", device="cpu").encode(prompts, completions)
+    tokens = sum(len(e) for e in encoded)
+    pad = bundle.meta.pad_token_id
+    rows = []
+    for size in batch_sizes:
+        plans = plan_batches([len(e) for e in encoded], 10**9, size)
+
+        def run(plans: list[list[int]] = plans) -> int:
+            with torch.inference_mode():
+                for plan in plans:
+                    width = max(len(encoded[i]) for i in plan)
+                    ids = np.full((len(plan), width), pad, dtype=np.int64)
+                    mask = np.zeros_like(ids)
+                    for row, i in enumerate(plan):
+                        ids[row, : len(encoded[i])] = encoded[i].ids
+                        mask[row, : len(encoded[i])] = 1
+                    model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+            return len(encoded)
+
+        rate = median_rate(run, repeats)
+        rows.append(
+            {
+                "runtime": "torch eager fp32",
+                "batch": size,
+                "pairs_per_s": rate,
+                "tokens_per_s": rate * tokens / len(encoded),
+            }
+        )
+    return rows
+
+
+def forward_flops_per_token(bundle: Bundle, mean_tokens: float) -> float:
+    """Multiply-adds ×2 of one token's forward pass, read off the ONNX graph's weight matrices.
+
+    Every weight MatMul/Gemm costs 2·K·N per token; attention adds 2·2·L·d per layer (scores and context) for a
+    sequence of L tokens. Embedding lookups cost nothing.
+    """
+    import onnx
+
+    model = onnx.load(os.fspath(bundle.model_path("fp32")), load_external_data=False)
+    weights = {w.name: tuple(w.dims) for w in model.graph.initializer}
+    flops = 0.0
+    layers, hidden = 0, 0
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 and node.input[1] in weights:
+            dims = weights[node.input[1]]
+            if len(dims) == 2:
+                flops += 2.0 * dims[0] * dims[1]
+        elif node.op_type == "Attention" and node.input[1] in weights:
+            k, n = weights[node.input[1]]
+            flops += 2.0 * k * n
+            layers += 1
+            hidden = k
+    if layers == 0:  # unfused graph: count attention from the number of Softmax nodes
+        layers = sum(n.op_type == "Softmax" for n in model.graph.node)
+        hidden = max((d[0] for d in weights.values() if len(d) == 2), default=0)
+    return flops + layers * 4.0 * mean_tokens * hidden
+
+
+def peak_flops(threads: int) -> tuple[float, str]:
+    """fp32 peak of `threads` cores: FMA units × SIMD width × 2 flops × clock; the derivation as text."""
+    flags, mhz = "", 0.0
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags") and not flags:
+                    flags = line
+                if line.startswith("cpu MHz") and not mhz:
+                    mhz = float(line.split(":")[1])
+    except OSError:
+        pass
+    width = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    ghz = (mhz or 2500.0) / 1000
+    peak = threads * 2 * width * 2 * ghz * 1e9
+    return peak, f"{threads} cores × 2 FMA units × {width} fp32 lanes × 2 flops × {ghz:.2f} GHz"

@@ -1,0 +1,25 @@
+"""The benchmark runs end to end as a quick smoke (tiny sample, real servers), so it cannot rot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_quick_benchmark_runs_and_reports(tiny_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--bundle", str(tiny_bundle), "--out", str(out)],
+        check=True, timeout=300, cwd=Path(__file__).resolve().parents[2],
+    )
+    result = json.loads(Path(f"{out}.json").read_text())
+    runtimes = {r["runtime"] for r in result["offline"]}
+    assert runtimes == {"ORT fp32", "ORT int8", "torch eager fp32"}
+    servers = {(r["server"], r["precision"]) for r in result["servers"]}
+    assert servers == {("service", "fp32"), ("service", "int8"), ("naive", "fp32")}
+    assert all(r["statuses"] == {"200": r["requests"]} for r in result["servers"])
+    assert result["scaling"]["ratio"] > 0 and result["targets"]
+    assert Path(f"{out}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| target | measured | threshold | holds |" in Path(f"{out}.md").read_text()

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             "overhead_ms": alone["p50_ms"] - offline_ms,
         }
     result["accuracy"] = {p: bundle.meta.eval_metrics.get(p, {}).get("overall") for p in bundle.meta.precisions}
-    result["int8_agreement"] = bundle.meta.parity.get("int8_agreement")
+    result["int8"] = bundle.meta.parity.get("int8")
 
     from .report import write_report
 

@@ -30,6 +30,22 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if v is not None}
 
 
+def preflight(settings: Settings) -> str | None:
+    """Read the bundle and open its ONNX session once; the problem in one line, or None."""
+    from models.bundle import BundleError, read_bundle
+    from models.runtime import BundleScorer
+
+    try:
+        bundle = read_bundle(settings.model_dir)
+        BundleScorer(bundle, settings.precision, settings.device, intra_op_threads=1)
+    except BundleError as e:
+        return str(e)
+    except Exception as e:  # a graph or provider ONNX Runtime refuses
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return f"{settings.model_dir}: the model cannot be loaded: {type(e).__name__}: {first_line}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings(**parse_args(argv))
@@ -39,12 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     # Refuse a bad bundle with one line before binding a port: Kubernetes restarts us, nobody reads a trace.
-    from models.bundle import BundleError, read_bundle
-
-    try:
-        read_bundle(settings.model_dir)
-    except BundleError as e:
-        print(f"error: cannot serve: {e}", file=sys.stderr)
+    problem = preflight(settings)
+    if problem:
+        print(f"error: cannot serve: {problem}", file=sys.stderr)
         return 2
 
     import uvicorn

@@ -107,6 +107,7 @@ class Pipeline:
         self.model: LoadedModel | None = None
         self._tokenizer_pool = ThreadPoolExecutor(settings.tokenizer_threads, thread_name_prefix="tokenize")
         self._load_lock = asyncio.Lock()
+        metrics.queue_depth.set_function(lambda: self.model.batcher.depth if self.model else 0)
         self._retiring: set[asyncio.Task[None]] = set()
 
     def check_limits(self, texts: Sequence[tuple[str, Text]], items: int) -> None:
@@ -129,7 +130,6 @@ class Pipeline:
         encoded = await loop.run_in_executor(self._tokenizer_pool, model.scorer.encode, prompts, completions)
         self.metrics.tokenize_latency.observe(time.perf_counter() - started)
         futures = model.batcher.submit_many(encoded)
-        self.metrics.queue_depth.set(model.batcher.depth)
         try:
             scores = await asyncio.gather(*futures)
         except BaseException:

@@ -33,6 +33,8 @@ from .trainer import pad_batch
 
 log = logging.getLogger("training.export")
 OPSET = 17
+# Batch-invariant int8 schemes, fastest first; the export keeps the first that agrees with fp32 well enough.
+INT8_SCHEMES = ("square+contracting", "square")
 # Families whose graphs ONNX Runtime's optimizer knows as "bert" (same encoder layer pattern).
 BERT_LIKE = {"bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra", "mpnet", "deberta-v2"}
 
@@ -86,14 +88,15 @@ def optimize_fp32(raw: Path, out: Path, model: RewardModel) -> dict[str, int]:
 
 
 def quantize_int8(
-    fp32: Path, out: Path, calibration: Sequence[dict[str, np.ndarray]], percentile: float = 99.999
+    fp32: Path, out: Path, calibration: Sequence[dict[str, np.ndarray]], scheme: str, percentile: float = 99.999
 ) -> dict[str, int]:
     """Static int8 (QDQ): activation ranges fixed at calibration, so a pair's score never depends on its batch.
 
     Measured on MiniLM: most of the error comes from quantising the expanding MatMuls (FFN1, whose LayerNorm
-    input has outlier channels) and from re-quantising MatMul outputs. So only non-expanding weight MatMuls
-    (attention output, FFN2) are quantised, with per-channel int8 weights, percentile-calibrated uint8
-    activations and fp32 outputs; the reward head and activation×activation products stay fp32.
+    input has outlier channels) and from re-quantising MatMul outputs. So only the `scheme`'s non-expanding
+    weight MatMuls (square: attention output; contracting: FFN output) are quantised, with per-channel int8
+    weights, percentile-calibrated uint8 activations and fp32 outputs; the reward head and
+    activation×activation products stay fp32.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -112,13 +115,7 @@ def quantize_int8(
     onnx.save(model, str(inferred))
     weights = {w.name: tuple(w.dims) for w in model.graph.initializer}
     matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
-    chosen = {
-        n.name
-        for n in matmuls
-        if len(weights[n.input[1]]) == 2
-        and 1 < weights[n.input[1]][1] <= weights[n.input[1]][0]
-        and not _is_head(n.name)
-    }
+    chosen = {n.name for n in matmuls if _in_scheme(weights[n.input[1]], scheme) and not _is_head(n.name)}
     exclude = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.name not in chosen]
 
     class Reader(CalibrationDataReader):
@@ -170,6 +167,14 @@ def _flat_histograms() -> Iterator[None]:
         calibrate.HistogramCollector.collect = original
 
 
+def _in_scheme(dims: tuple[int, ...], scheme: str) -> bool:
+    """Weight (K, N) of x @ W: `square` is K == N (attention output), `contracting` is K > N (FFN output)."""
+    if len(dims) != 2 or dims[1] <= 1:
+        return False
+    k, n = dims
+    return (k == n and "square" in scheme) or (k > n and "contracting" in scheme)
+
+
 def _is_head(node_name: str) -> bool:
     name = node_name.lower()
     return any(k in name for k in ("pooler", "classifier", "score"))
@@ -204,45 +209,42 @@ def export_bundle(
     """Export, check and evaluate; write the bundle to cfg.out only if every check passes."""
     from tokenizers import Tokenizer
 
+    from models.formatting import Formatter
+
     started = time.perf_counter()
     work = cfg.work_dir / "export"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     model.eval().float()
+    # Saved first, so a failed check never costs the training run: --resume re-exports from the checkpoint.
+    model.save_backbone(cfg.work_dir / "hf", tokenizer)
     pad_id = int(tokenizer.pad_token_id)
 
     backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     backend.no_padding()
     backend.no_truncation()
     backend.save(str(work / TOKENIZER_FILE))
-    scorer_probe = _probe_formatter(work / TOKENIZER_FILE, spec)
-
+    formatter = Formatter.from_file(str(work / TOKENIZER_FILE), spec)
     calib_pairs = _sample(train_pairs, cfg.calibration_pairs, cfg.seed)
-    calib = scorer_probe.encode_many([p.prompt for p in calib_pairs], [p.chosen for p in calib_pairs])
-    calib += scorer_probe.encode_many([p.prompt for p in calib_pairs], [p.rejected for p in calib_pairs])
+    prompts = [p.prompt for p in calib_pairs]
+    calib = formatter.encode_many(prompts, [p.chosen for p in calib_pairs])
+    calib += formatter.encode_many(prompts, [p.rejected for p in calib_pairs])
 
     names = export_fp32(model, calib[:2], pad_id, work / "model.raw.onnx")
     fusions = optimize_fp32(work / "model.raw.onnx", work / MODEL_FILES["fp32"], model)
     log.info("fp32 graph exported; fusions: %s", fusions or "none")
     sources = {TOKENIZER_FILE: work / TOKENIZER_FILE, MODEL_FILES["fp32"]: work / MODEL_FILES["fp32"]}
-    precisions = ["fp32"]
-    if cfg.int8:
-        feeds = [_feeds(e, pad_id, names) for e in calib]
-        summary["int8_scheme"] = quantize_int8(work / MODEL_FILES["fp32"], work / MODEL_FILES["int8"], feeds)
-        sources[MODEL_FILES["int8"]] = work / MODEL_FILES["int8"]
-        precisions.append("int8")
-
     meta = BundleMeta(
         model_id="",
         base_model=summary["base_model"],
         architecture=model.architecture,
         formatting=spec,
         onnx_inputs=names,
-        precisions=precisions,
+        precisions=["fp32"],
         pad_token_id=pad_id,
         data_fingerprint=summary.get("data_fingerprint", ""),
         training={k: v for k, v in vars(cfg).items() if k not in ("data", "eval_data")}
-        | {"data": list(cfg.data), "eval_data": cfg.eval_data, "summary": summary},
+        | {"data": list(cfg.data), "eval_data": cfg.eval_data, "summary": summary | {"fusions": fusions}},
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     candidate = write_bundle(work / "candidate", meta, sources)
@@ -252,31 +254,62 @@ def export_bundle(
     parity_pairs = _sample(eval_pairs or list(train_pairs), cfg.parity_pairs, cfg.seed)
     meta.parity = check_parity(candidate, model, parity_pairs, pad_id, cfg)
     eval_files = held_out or {"train (no held-out pairs)": list(train_pairs)}
-    reports: dict[str, Any] = {}
-    rewards: dict[str, dict[str, np.ndarray]] = {}
-    for precision in precisions:
-        scorer = BundleScorer(candidate, precision, device="cpu")
-        reports[precision], rewards[precision] = evaluate(scorer, eval_files)
-        overall = reports[precision]["overall"]
+    reports, rewards = {}, {}
+    reports["fp32"], rewards["fp32"] = evaluate(BundleScorer(candidate, "fp32", device="cpu"), eval_files)
+    if cfg.int8:
+        feeds = [_feeds(e, pad_id, names) for e in calib]
+        reports["int8"], rewards["int8"], meta.parity["int8"] = choose_int8(
+            work, sources, meta, feeds, reports["fp32"], rewards["fp32"], eval_files, cfg
+        )
+    for precision, report in reports.items():
+        overall = report["overall"]
         meta.reward_stats[precision] = {"mean": overall["reward_mean"], "std": max(overall["reward_std"], 1e-6)}
-    if "int8" in precisions:
-        meta.parity |= check_agreement(rewards["fp32"], rewards["int8"], reports, cfg)
     meta.eval_metrics = {"split": "eval_data" if cfg.eval_data else "prompt_split", **reports}
     meta.training["summary"]["export_seconds"] = round(time.perf_counter() - started, 1)
     if cfg.plot:
         plot_pairs = [p for pairs in eval_files.values() for p in pairs]
         write_plot(cfg.work_dir / "eval.png", plot_pairs, rewards["fp32"], f"{meta.model_id} (fp32, held out)")
     bundle = write_bundle(cfg.out, meta, sources)
-    # The fine-tuned transformers checkpoint, beside the bundle (not in it): for torch users and the benchmarks.
-    model.save_backbone(cfg.work_dir / "hf", tokenizer)
     log.info("bundle written to %s in %.0fs", bundle.path, time.perf_counter() - started)
     return bundle
 
 
-def _probe_formatter(tokenizer_path: Path, spec: FormatSpec) -> Any:
-    from models.formatting import Formatter
+def choose_int8(
+    work: Path,
+    sources: dict[str, Path],
+    meta: BundleMeta,
+    feeds: Sequence[dict[str, np.ndarray]],
+    fp32_report: dict[str, Any],
+    fp32_rewards: Mapping[str, np.ndarray],
+    eval_files: Mapping[str, Sequence[PreferencePair]],
+    cfg: FitConfig,
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
+    """The fastest batch-invariant int8 scheme whose winners agree with fp32 on enough held-out pairs.
 
-    return Formatter.from_file(str(tokenizer_path), spec)
+    Adds model.int8.onnx to `sources` and "int8" to `meta.precisions`; raises ExportError if no scheme passes.
+    """
+    tried: list[dict[str, Any]] = []
+    for scheme in INT8_SCHEMES:
+        counts = quantize_int8(work / MODEL_FILES["fp32"], work / MODEL_FILES["int8"], feeds, scheme)
+        trial = BundleMeta(**{**vars(meta), "precisions": ["fp32", "int8"], "files": {}})
+        candidate = write_bundle(
+            work / "candidate", trial, {**sources, MODEL_FILES["int8"]: work / MODEL_FILES["int8"]}
+        )
+        report, rewards = evaluate(BundleScorer(candidate, "int8", device="cpu"), eval_files)
+        result: dict[str, Any] = agreement(fp32_rewards, rewards) | {"scheme": scheme, **counts}
+        result["accuracy_delta"] = report["overall"]["accuracy"] - fp32_report["overall"]["accuracy"]
+        log.info("int8 %s vs fp32: %s", scheme, result)
+        tried.append(result)
+        if result["agreement"] >= cfg.min_int8_agreement:
+            sources[MODEL_FILES["int8"]] = work / MODEL_FILES["int8"]
+            meta.precisions = ["fp32", "int8"]
+            return report, rewards, result | {"tried": tried[:-1]}
+    best = max(t["agreement"] for t in tried)
+    raise ExportError(
+        f"int8 agrees with fp32 on at most {best:.1%} of held-out pairs (< {cfg.min_int8_agreement:.0%}) with "
+        f"every scheme ({', '.join(INT8_SCHEMES)}); bundle not written (use --no-int8 to export fp32 only, "
+        "then --resume to re-export without retraining)"
+    )
 
 
 def _feeds(encoded: Encoded, pad_id: int, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -300,23 +333,12 @@ def check_parity(
     return {"onnx_vs_torch_max_abs": diff, "parity_texts": len(encoded)}
 
 
-def check_agreement(
-    fp32: Mapping[str, np.ndarray], int8: Mapping[str, np.ndarray], reports: Mapping[str, Any], cfg: FitConfig
-) -> dict[str, Any]:
-    """int8 must pick the same winner as fp32 on held-out pairs (and stay close in accuracy)."""
+def agreement(fp32: Mapping[str, np.ndarray], int8: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """How often int8 picks the same winner as fp32, and how close the rewards are."""
     same = np.sign(fp32["chosen"] - fp32["rejected"]) == np.sign(int8["chosen"] - int8["rejected"])
-    agreement = float(np.mean(same))
     both = np.concatenate([fp32["chosen"], fp32["rejected"]]), np.concatenate([int8["chosen"], int8["rejected"]])
-    result = {
-        "int8_agreement": agreement,
-        "int8_max_abs_diff": float(np.max(np.abs(both[0] - both[1]))),
-        "int8_pearson": float(np.corrcoef(*both)[0, 1]),
-        "int8_accuracy_delta": reports["int8"]["overall"]["accuracy"] - reports["fp32"]["overall"]["accuracy"],
+    return {
+        "agreement": float(np.mean(same)),
+        "max_abs_diff": float(np.max(np.abs(both[0] - both[1]))),
+        "pearson": float(np.corrcoef(*both)[0, 1]),
     }
-    log.info("int8 vs fp32: %s", result)
-    if agreement < cfg.min_int8_agreement:
-        raise ExportError(
-            f"int8 agrees with fp32 on {agreement:.1%} of held-out pairs (< {cfg.min_int8_agreement:.0%}); "
-            "bundle not written (use --no-int8 to export fp32 only)"
-        )
-    return result

@@ -12,7 +12,9 @@ def test_quick_benchmark_runs_and_reports(tiny_bundle: Path, tmp_path: Path) -> 
     out = tmp_path / "bench"
     subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--bundle", str(tiny_bundle), "--out", str(out)],
-        check=True, timeout=300, cwd=Path(__file__).resolve().parents[2],
+        check=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
     )
     result = json.loads(Path(f"{out}.json").read_text())
     runtimes = {r["runtime"] for r in result["offline"]}

@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -102,3 +103,25 @@ def test_service_imports_neither_torch_nor_transformers() -> None:
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_client_that_disconnects_has_its_pairs_dropped(tiny_bundle: Path) -> None:
+    env = {**os.environ, "RM_MAX_WAIT_MS": "1500", "RM_MAX_BATCH_SIZE": "512", "RM_PRECISION": "fp32"}
+    server = LiveServer(tiny_bundle, env=env)
+    try:
+        server.wait_ready()
+        items = {"items": [{"prompt": f"gone {i}", "completion": "x"} for i in range(7)]}
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(server.url + "/score", json=items, timeout=0.3)  # gives up while its pairs linger
+        deadline = time.monotonic() + 10
+        dropped = 0.0
+        while time.monotonic() < deadline and dropped < 7:
+            text = httpx.get(server.url + "/metrics").text
+            dropped = next(float(x.split()[-1]) for x in text.splitlines() if x.startswith("rm_dropped_pairs_total"))
+            time.sleep(0.1)
+        assert dropped == 7
+        assert (
+            httpx.post(server.url + "/score", json={"items": [{"prompt": "p", "completion": "c"}]}).status_code == 200
+        )
+    finally:
+        server.stop()

@@ -60,7 +60,7 @@ def test_tiny_fit_separates_synthetic_pairs(tiny_bundle: Path) -> None:
         assert overall["accuracy"] == 1.0 and overall["n"] > 30
         assert overall["length_baseline"] < 0.8  # the data is not solvable by length
     assert meta.parity["onnx_vs_torch_max_abs"] <= 1e-4
-    assert meta.parity["int8_agreement"] >= 0.98
+    assert meta.parity["int8"]["agreement"] >= 0.98 and meta.parity["int8"]["scheme"] == "square+contracting"
     summary = meta.training["summary"]
     assert summary["last_logged_loss"] < 0.2 < summary["first_logged_loss"]
     assert meta.reward_stats["fp32"]["std"] > 0 and meta.data_fingerprint

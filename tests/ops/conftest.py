@@ -1,0 +1,63 @@
+"""Bundles for fault tests: a second real model (for reloads) and a real bundle whose runtime fails on one token."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from tokenizers import AddedToken, Tokenizer
+
+from models.bundle import META_FILE, MODEL_FILES, TOKENIZER_FILE, BundleMeta, read_bundle, write_bundle
+
+BOOM = "[BOOM]"
+
+
+@pytest.fixture(scope="session")
+def second_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, synthetic_data: Path) -> Path:
+    """Another real fit (other seed, fewer epochs): different weights, so a reload visibly changes scores."""
+    from training.fit import main
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny-v2"
+    argv = [
+        "--base",
+        str(tiny_bert),
+        "--data",
+        str(synthetic_data),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--lr",
+        "3e-3",
+        "--max-length",
+        "64",
+        "--seed",
+        "1",
+        "--no-plot",
+        "--no-int8",
+    ]
+    assert main(argv) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def faulty_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path) -> Path:
+    """A valid bundle whose tokenizer knows one token id past the model's embedding table: any text containing
+    BOOM makes ONNX Runtime's Gather fail inside the batch — a real runtime fault, no mock."""
+    src = read_bundle(tiny_bundle)
+    work = tmp_path_factory.mktemp("faulty-src")
+    tokenizer = Tokenizer.from_file(str(src.tokenizer_path))
+    tokenizer.add_special_tokens([AddedToken(BOOM, special=True)])
+    tokenizer.save(str(work / TOKENIZER_FILE))
+    data = json.loads((tiny_bundle / META_FILE).read_text())
+    data["model_id"] = "faulty"
+    meta = BundleMeta.from_dict(data)
+    sources = {TOKENIZER_FILE: work / TOKENIZER_FILE}
+    for precision in meta.precisions:
+        shutil.copyfile(src.model_path(precision), work / MODEL_FILES[precision])
+        sources[MODEL_FILES[precision]] = work / MODEL_FILES[precision]
+    out = tmp_path_factory.mktemp("bundles") / "faulty"
+    write_bundle(out, meta, sources)
+    return out

@@ -1,0 +1,76 @@
+"""Property-based fuzzing: the HTTP API from its own OpenAPI schema, and the data loaders."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from servers import LiveServer
+
+from training.data import DataError, load_pairs, pairs_from_record
+
+
+@pytest.fixture(scope="module")
+def api_schema(tiny_bundle: Path) -> Iterator[Any]:
+    server = LiveServer(tiny_bundle, "--precision", "fp32", "--max-wait-ms", "1")
+    server.wait_ready()
+    try:
+        yield schemathesis.openapi.from_url(server.url + "/openapi.json")
+    finally:
+        server.stop()
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_never_answers_5xx(case: Any) -> None:
+    case.call_and_validate(checks=[not_a_server_error])
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+texts = st.text(max_size=30) | st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "system", 3]), "content": st.text(max_size=10)}
+    ),
+    max_size=3,
+)
+records = st.dictionaries(
+    st.sampled_from(["prompt", "question", "chosen", "rejected", "margin", "completions", "ranks"]),
+    texts | json_values,
+    max_size=6,
+)
+
+
+@given(records | json_values)
+@settings(max_examples=400, deadline=None)
+def test_any_record_becomes_pairs_or_a_data_error(record: Any) -> None:
+    try:
+        pairs = pairs_from_record(record, "fuzz")
+    except DataError:
+        return
+    for p in pairs:
+        assert p.chosen != p.rejected
+
+
+@given(st.lists(st.binary(max_size=80) | records.map(lambda r: json.dumps(r).encode()), max_size=6))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_file_loads_or_raises_a_data_error(tmp_path_factory: pytest.TempPathFactory, lines: list[bytes]) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "data.jsonl"
+    path.write_bytes(b"\n".join(lines))
+    for skip in (False, True):
+        with contextlib.suppress(DataError):
+            load_pairs([path], skip_invalid=skip)

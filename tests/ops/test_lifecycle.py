@@ -1,0 +1,136 @@
+"""Graceful shutdown under load and zero-downtime reloads, against real server processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+from servers import LiveServer
+
+from models.bundle import read_bundle
+from models.runtime import BundleScorer
+
+
+def metric(url: str, name: str) -> float:
+    for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_sigterm_answers_every_accepted_request_then_exits_0(tiny_bundle: Path) -> None:
+    # Pairs linger up to 1.5 s for batch mates, so all accepted requests are still queued when SIGTERM lands.
+    env = {
+        **os.environ,
+        "RM_MAX_WAIT_MS": "1500",
+        "RM_MAX_BATCH_SIZE": "512",
+        "RM_MAX_BATCH_TOKENS": "1000000",
+        "RM_PRECISION": "fp32",
+    }
+    server = LiveServer(tiny_bundle, env=env)
+    server.wait_ready()
+    accepted = 48
+
+    async def main() -> tuple[list[httpx.Response], list[object]]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            first = [
+                asyncio.ensure_future(http.post("/score", json={"items": [{"prompt": f"q{i}", "completion": "a"}]}))
+                for i in range(accepted)
+            ]
+            while metric(server.url, "rm_queue_depth") < accepted:
+                await asyncio.sleep(0.02)
+            server.proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.1)
+            late = []
+            for _ in range(5):  # new work after SIGTERM: refused (503) or not connected, never a 500
+                try:
+                    late.append(await http.post("/score", json={"items": [{"prompt": "late", "completion": "x"}]}))
+                except httpx.TransportError as e:
+                    late.append(e)
+            return list(await asyncio.gather(*first)), late
+
+    answered, late = asyncio.run(main())
+    assert [r.status_code for r in answered] == [200] * accepted  # every accepted request answered
+    for r in late:
+        assert isinstance(r, httpx.TransportError) or r.status_code == 503, r
+    assert server.proc.wait(30) == 0
+
+
+def test_readyz_turns_503_at_once_on_sigterm(tiny_bundle: Path) -> None:
+    env = {**os.environ, "RM_MAX_WAIT_MS": "3000", "RM_MAX_BATCH_SIZE": "512", "RM_PRECISION": "fp32"}
+    server = LiveServer(tiny_bundle, env=env)
+    server.wait_ready()
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        assert http.get("/readyz").status_code == 200
+        pending = asyncio.new_event_loop()
+        task = pending.run_in_executor(
+            None, lambda: http.post("/score", json={"items": [{"prompt": "p", "completion": "c"}]})
+        )
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        ready = http.get("/readyz")  # the keep-alive connection still reaches the draining server
+        assert ready.status_code == 503 and ready.json()["type"] == "not_ready"
+        assert pending.run_until_complete(task).status_code == 200
+        pending.close()
+    assert server.proc.wait(30) == 0
+
+
+def test_reload_swaps_models_without_dropping_requests(tiny_bundle: Path, second_bundle: Path, tmp_path: Path) -> None:
+    server = LiveServer(tiny_bundle, "--precision", "fp32", "--api-key", "k")
+    server.wait_ready()
+    auth = {"Authorization": "Bearer k"}
+    item = {"items": [{"prompt": "Question 1: tea?", "completion": "tea is kind."}]}
+    old_score = float(
+        BundleScorer(read_bundle(tiny_bundle), "fp32", device="cpu").score(["Question 1: tea?"], ["tea is kind."])[0]
+    )
+    new_score = float(
+        BundleScorer(read_bundle(second_bundle), "fp32", device="cpu").score(["Question 1: tea?"], ["tea is kind."])[0]
+    )
+    assert abs(old_score - new_score) > 1e-3
+    try:
+
+        async def main() -> tuple[list[httpx.Response], httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=auth) as http:
+                stop = False
+
+                async def hammer() -> list[httpx.Response]:
+                    out = []
+                    while not stop:
+                        out.append(await http.post("/score", json=item))
+                    return out
+
+                workers = [asyncio.ensure_future(hammer()) for _ in range(8)]
+                await asyncio.sleep(0.3)
+                reload = await http.post("/admin/reload", json={"model_dir": str(second_bundle)})
+                await asyncio.sleep(0.3)
+                stop = True
+                return [r for w in workers for r in await w], reload
+
+        responses, reload = asyncio.run(main())
+        assert reload.status_code == 200, reload.text
+        assert reload.json()["model_id"] == read_bundle(second_bundle).meta.model_id
+        assert all(r.status_code == 200 for r in responses) and len(responses) > 16
+        scores = {round(r.json()["scores"][0], 5) for r in responses}
+        assert scores <= {round(old_score, 5), round(new_score, 5)}  # each response from one model, never mixed
+        models = {r.json()["model"] for r in responses}
+        assert models == {read_bundle(tiny_bundle).meta.model_id, read_bundle(second_bundle).meta.model_id}
+        after = httpx.post(server.url + "/score", json=item, headers=auth).json()
+        assert abs(after["scores"][0] - new_score) <= 1e-6
+        info = httpx.get(server.url + "/info").json()
+        assert info["model_id"] == read_bundle(second_bundle).meta.model_id
+        assert f'model_id="{info["model_id"]}"' in httpx.get(server.url + "/metrics").text
+
+        broken = tmp_path / "broken"
+        broken.mkdir()
+        refused = httpx.post(server.url + "/admin/reload", json={"model_dir": str(broken)}, headers=auth)
+        assert refused.status_code == 422 and refused.json()["type"] == "reload_refused"
+        assert "still serving" in refused.json()["error"]
+        assert httpx.post(server.url + "/score", json=item, headers=auth).status_code == 200
+        assert httpx.post(server.url + "/admin/reload", json={}).status_code == 401  # behind the API key
+    finally:
+        server.stop()

@@ -52,6 +52,13 @@ class FitConfig:
     center_rewards_coefficient: float | None = _opt(
         "Weight of TRL's reward-centering term coef·mean((r_chosen + r_rejected)²); off by default.", default=None
     )
+    pooling: str = _opt(
+        "What the reward head reads: 'auto' (completion-token mean for sentence-transformers encoders such as the "
+        "default, the model's own CLS head for other encoders, the last token for decoders), 'cls', "
+        "'completion-mean' or 'last'.",
+        default="auto",
+        choices=["auto", "cls", "completion-mean", "last"],
+    )
     dropout: bool = _opt("Keep the backbone's dropout (off by default, as in TRL's RewardConfig).", default=False)
     bf16: str = _opt(
         "bf16 autocast: 'auto' (on when the CPU/GPU supports bf16), 'on' or 'off'.",

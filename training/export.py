@@ -35,6 +35,7 @@ log = logging.getLogger("training.export")
 OPSET = 17
 # Batch-invariant int8 schemes, fastest first; the export keeps the first that agrees with fp32 well enough.
 INT8_SCHEMES = ("square+contracting", "square")
+CALIBRATION_STRIDE = 16
 # Families whose graphs ONNX Runtime's optimizer knows as "bert" (same encoder layer pattern).
 BERT_LIKE = {"bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra", "mpnet", "deberta-v2"}
 
@@ -118,9 +119,20 @@ def quantize_int8(
     chosen = {n.name for n in matmuls if _in_scheme(weights[n.input[1]], scheme) and not _is_head(n.name)}
     exclude = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.name not in chosen]
 
+    stride = min(CALIBRATION_STRIDE, len(calibration))
+    usable = list(calibration)[: len(calibration) - len(calibration) % stride]
+
     class Reader(CalibrationDataReader):
+        """Hands out `stride` inputs at a time: ORT keeps every activation of a pass in memory (GBs)."""
+
         def __init__(self) -> None:
-            self.items = iter(calibration)
+            self.items = iter(usable)
+
+        def __len__(self) -> int:
+            return len(usable)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.items = iter(usable[start_index:end_index])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.items, None)
@@ -143,6 +155,7 @@ def quantize_int8(
                 "MatMulConstBOnly": True,
                 "OpTypesToExcludeOutputQuantization": ["MatMul"],
                 "CalibPercentile": percentile,
+                "CalibStridedMinMax": stride,
             },
         )
     inferred.unlink()

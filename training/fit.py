@@ -53,7 +53,15 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
 
     from models.formatting import Formatter
 
-    from .model import RewardModel, default_base, disable_dropout, format_spec, load_backbone, model_max_length
+    from .model import (
+        RewardModel,
+        choose_pooling,
+        default_base,
+        disable_dropout,
+        format_spec,
+        load_backbone,
+        model_max_length,
+    )
     from .trainer import PairCollator, PairDataset, RewardTrainer
 
     set_seed(cfg.seed)
@@ -85,7 +93,9 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
     )
-    reward_model = RewardModel(model, architecture)
+    pooling = choose_pooling(model, architecture, base, cfg.pooling)
+    log.info("%s backbone %s, pooling %s", architecture, base, pooling)
+    reward_model = RewardModel(model, architecture, pooling)
     trainer = RewardTrainer(
         model=reward_model,
         args=args,
@@ -104,6 +114,7 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
     summary = {
         "base_model": base if cfg.base else "sentence-transformers/all-MiniLM-L6-v2",
         "architecture": architecture,
+        "pooling": pooling,
         "steps": trainer.state.global_step,
         "train_seconds": round(time.perf_counter() - started, 1),
         "train_loss": round(float(result.training_loss), 4),

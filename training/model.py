@@ -1,13 +1,19 @@
 """The reward model: a Hugging Face sequence-classification backbone (num_labels=1) read out the way export serves it.
 
-Encoders (BERT, RoBERTa, DeBERTa) score the text pair through their own classification head. Decoders (Llama,
-Qwen, GPT-2) are read at the last real token found from the attention mask, not from the pad id: with
-pad == eos (the usual fallback) the transformers head would skip the EOS we append and read the wrong token.
+Pooling, i.e. which hidden states the reward head reads:
+- ``cls``: encoders (BERT, RoBERTa, DeBERTa) through their own classification head, as transformers does;
+- ``completion-mean``: the mean of the completion's token states (segment B of the pair), fed to the model's
+  linear ``classifier``. Chosen automatically for sentence-transformers backbones (mean-pooling models such as
+  all-MiniLM-L6-v2), whose CLS state was never trained: their token states carry the pretraining;
+- ``last``: decoders (Llama, Qwen, GPT-2), read at the last real token found from the attention mask, not
+  from the pad id: with pad == eos (the usual fallback) transformers' head would skip the EOS we append.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -90,13 +96,46 @@ def model_max_length(model: Any, requested: int) -> int:
     return min(requested, int(limit))
 
 
+POOLINGS = ("auto", "cls", "completion-mean", "last")
+
+
+def sentence_transformers_mean(base: str) -> bool:
+    """Whether `base` is a local sentence-transformers folder whose pooling is the token mean."""
+    config = Path(base) / "1_Pooling" / "config.json"
+    try:
+        return bool(json.loads(config.read_text()).get("pooling_mode_mean_tokens"))
+    except (OSError, ValueError):
+        return False
+
+
+def choose_pooling(model: Any, architecture: str, base: str, requested: str) -> str:
+    """Resolve `auto`; refuse combinations the backbone cannot do."""
+    if requested not in POOLINGS:
+        raise ValueError(f"unknown pooling {requested!r} (choose from {', '.join(POOLINGS)})")
+    if architecture == "decoder":
+        if requested not in ("auto", "last"):
+            raise ValueError(f"decoder backbones read the reward at the last token, not {requested!r}")
+        return "last"
+    head = getattr(model, "classifier", None)
+    linear_head = isinstance(head, nn.Linear) and head.in_features == model.config.hidden_size
+    segments = getattr(model.config, "type_vocab_size", 0) >= 2
+    if requested == "auto":
+        return "completion-mean" if sentence_transformers_mean(base) and linear_head and segments else "cls"
+    if requested == "completion-mean" and not (linear_head and segments):
+        raise ValueError("completion-mean pooling needs a linear classifier head and segment (token type) ids")
+    if requested == "last":
+        raise ValueError("encoder backbones pool with 'cls' or 'completion-mean'")
+    return requested
+
+
 class RewardModel(nn.Module):
     """(input_ids, attention_mask[, token_type_ids]) -> rewards of shape (batch,)."""
 
-    def __init__(self, model: Any, architecture: str) -> None:
+    def __init__(self, model: Any, architecture: str, pooling: str = "cls") -> None:
         super().__init__()
         self.model = model
         self.architecture = architecture
+        self.pooling = "last" if architecture == "decoder" else pooling
         # RoBERTa-style configs have a single segment: their pair ids carry no usable token types.
         self.uses_token_types = architecture == "encoder" and getattr(model.config, "type_vocab_size", 0) >= 2
         if architecture == "decoder" and not hasattr(model, "score"):
@@ -108,11 +147,20 @@ class RewardModel(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if self.architecture == "encoder":
+        if self.pooling == "cls":
             use_types = token_type_ids is not None and self.uses_token_types
             kwargs = {"token_type_ids": token_type_ids} if use_types else {}
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             return out.logits[:, 0]
+        if self.pooling == "completion-mean":
+            assert token_type_ids is not None, "completion-mean pooling needs token_type_ids"
+            hidden = self.model.base_model(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            # Segment B: the completion and its closing separator, so an empty completion still has a state.
+            weights = (attention_mask * token_type_ids).unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+            return self.model.classifier(pooled)[:, 0]
         base = self.model.base_model
         hidden = base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         last = attention_mask.long().sum(dim=1) - 1  # right padding: the last real token (the appended EOS)

@@ -18,8 +18,7 @@ RUN command -v python3 >/dev/null || (apt-get update \
     && rm -rf /var/lib/apt/lists/*)
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PATH=/opt/venv/bin:$PATH
 
-FROM base AS build
-ARG EXTRA=serve
+FROM base AS source
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY models ./models
@@ -27,6 +26,9 @@ COPY service ./service
 COPY training ./training
 COPY bench ./bench
 COPY deploy/install.sh ./deploy/install.sh
+
+FROM source AS build
+ARG EXTRA=serve
 RUN sh deploy/install.sh /opt/venv "${EXTRA}"
 
 FROM base AS serve
@@ -39,14 +41,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('RM_PORT', '8000'), timeout=2)"]
 ENTRYPOINT ["python", "-m", "service"]
 
-FROM base AS train-build
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY models ./models
-COPY service ./service
-COPY training ./training
-COPY bench ./bench
-COPY deploy/install.sh ./deploy/install.sh
+FROM source AS train-build
 RUN sh deploy/install.sh /opt/venv train
 
 FROM base AS train

@@ -8,7 +8,7 @@ PORT ?= 8000
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run bundle test lint clean
+.PHONY: install run bundle test lint bench soak clean
 
 # torch==2.13.0 first, explicitly: it is the CPU build on this kind of machine, and once installed the train
 # extra's range is satisfied, so pip never reaches for a newer (multi-GB CUDA) torch.
@@ -35,6 +35,13 @@ test: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy models training service bench
+
+# Full benchmark (not in CI; minutes): docs/bench.{json,md,png}. Needs a bundle; see docs/benchmarks.md.
+bench: install
+	$(PY) -m bench --bundle $(BUNDLE) --out docs/bench
+
+soak: install
+	$(PY) -m bench.soak --bundle $(BUNDLE) --seconds 120 --clients 128 --json docs/soak.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

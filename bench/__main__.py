@@ -60,7 +60,8 @@ def measure_server(
     rows = []
     for clients in args.clients:
         for k in args.pairs_per_request:
-            requests = max(args.min_requests, clients * args.requests_per_client // max(1, k // 4))
+            # Every client sends at least one request, and each measurement covers at least --min-pairs pairs.
+            requests = max(clients, -(-args.min_pairs // k))
             before = scrape(server.url) if name == "service" else {}
             runs = [
                 asyncio.run(run_load(server.url, prompts, completions, clients, k, requests))
@@ -99,22 +100,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--torch-model", help="HF folder of the same model for the torch peers (default BUNDLE.work/hf)."
     )
-    parser.add_argument("--pairs", type=int, default=512, help="Pairs in the fixed sample.")
+    parser.add_argument("--pairs", type=int, default=256, help="Pairs in the fixed sample.")
     parser.add_argument("--threads", type=int, default=2, help="Threads for every runtime (set explicitly).")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16, 32])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64, 256])
     parser.add_argument("--pairs-per-request", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--requests-per-client", type=int, default=8)
-    parser.add_argument("--min-requests", type=int, default=64)
+    parser.add_argument("--min-pairs", type=int, default=256, help="Pairs per load measurement, at least.")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"], help="Offline precisions.")
+    parser.add_argument("--server-precisions", nargs="+", help="Service precisions (default: the service's default).")
     parser.add_argument("--no-peers", action="store_true", help="Skip the torch peers (offline and naive server).")
     parser.add_argument("--out", default="docs/bench", help="Prefix for OUT.json, OUT.md and OUT.png.")
     parser.add_argument("--quick", action="store_true", help="A few-second smoke run (tiny sample, one repeat).")
     args = parser.parse_args(argv)
     if args.quick:
         args.pairs, args.repeats, args.batch_sizes = 16, 1, [1, 4]
-        args.clients, args.pairs_per_request, args.min_requests, args.requests_per_client = [1, 8], [1, 4], 8, 2
+        args.clients, args.pairs_per_request, args.min_pairs = [1, 8], [1, 4], 16
+        args.server_precisions = args.server_precisions or ["fp32", "int8"]
 
     bundle = read_bundle(args.bundle)
     torch_model = Path(args.torch_model or f"{Path(args.bundle).resolve()}.work/hf")
@@ -153,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     result["flops"] = {"per_token": flops, "mean_tokens": mean_tokens, "peak": peak, "peak_derivation": derivation}
 
     servers: list[dict[str, Any]] = []
-    for precision in [p for p in args.precisions if p in bundle.meta.precisions]:
+    server_precisions = args.server_precisions or ["int8" if "int8" in bundle.meta.precisions else "fp32"]
+    for precision in [p for p in server_precisions if p in bundle.meta.precisions]:
         port = free_port()
         env = {"RM_INTRA_OP_THREADS": str(args.threads), "RM_PRECISION": precision, "RM_LOG_LEVEL": "warning"}
         server = Server(
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             servers += [
                 r | {"precision": precision} for r in measure_server(server, "service", prompts, completions, args)
             ]
-            if precision == args.precisions[0]:
+            if precision == server_precisions[0]:
                 result["scaling"] = request_scaling(server.url, prompts, completions, args)
         finally:
             server.stop()
@@ -191,13 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             naive.stop()
     result["servers"] = servers
-    single = next((r for r in offline if r["runtime"] == f"ORT {args.precisions[0]}" and r["batch"] == 1), None)
+    single = next((r for r in offline if r["runtime"] == f"ORT {server_precisions[0]}" and r["batch"] == 1), None)
     alone = next(
         (
             r
             for r in servers
             if (r["server"], r["precision"], r["clients"], r["pairs_per_request"])
-            == ("service", args.precisions[0], 1, 1)
+            == ("service", server_precisions[0], 1, 1)
         ),
         None,
     )

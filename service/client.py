@@ -66,6 +66,20 @@ class _Base:
         self.chunk_size = chunk_size
         self.backoff = backoff
 
+    def _settle(self, attempt: int, response: httpx.Response | None, error: Exception | None) -> dict[str, Any] | None:
+        """A 200's body; None to retry (429/5xx/unreachable); raises when the error is final or retries are spent."""
+        last = attempt == self.retries
+        if response is None:
+            if last:
+                raise RewardServiceError(0, f"cannot reach {self.url}: {error}") from error
+            return None
+        if response.status_code == 200:
+            result: dict[str, Any] = response.json()
+            return result
+        if response.status_code not in RETRY_STATUS or last:
+            raise _error(response)
+        return None
+
     def _chunks(self, prompts: Sequence[Text], completions: Sequence[Text]) -> list[dict[str, Any]]:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
@@ -82,17 +96,14 @@ class RewardClient(_Base):
 
     def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         for attempt in range(self.retries + 1):
-            response = None
+            response, error = None, None
             try:
                 response = self._http.post(self.url + path, json=payload)
-                if response.status_code == 200:
-                    result: dict[str, Any] = response.json()
-                    return result
-                if response.status_code not in RETRY_STATUS or attempt == self.retries:
-                    raise _error(response)
             except httpx.TransportError as e:
-                if attempt == self.retries:
-                    raise RewardServiceError(0, f"cannot reach {self.url}: {e}") from e
+                error = e
+            result = self._settle(attempt, response, error)
+            if result is not None:
+                return result
             time.sleep(_delay(attempt, response, self.backoff))
         raise AssertionError("unreachable")
 
@@ -131,17 +142,14 @@ class AsyncRewardClient(_Base):
 
     async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         for attempt in range(self.retries + 1):
-            response = None
+            response, error = None, None
             try:
                 response = await self._http.post(self.url + path, json=payload)
-                if response.status_code == 200:
-                    result: dict[str, Any] = response.json()
-                    return result
-                if response.status_code not in RETRY_STATUS or attempt == self.retries:
-                    raise _error(response)
             except httpx.TransportError as e:
-                if attempt == self.retries:
-                    raise RewardServiceError(0, f"cannot reach {self.url}: {e}") from e
+                error = e
+            result = self._settle(attempt, response, error)
+            if result is not None:
+                return result
             await asyncio.sleep(_delay(attempt, response, self.backoff))
         raise AssertionError("unreachable")
 

@@ -14,6 +14,7 @@ CHAT_TEMPLATE = (
 
 GOOD = ["glad", "helpful", "clear", "kind", "correct", "thanks", "sure", "great", "careful", "precise"]
 BAD = ["awful", "wrong", "rude", "useless", "lazy", "nonsense", "broken", "hate", "junk", "garbage"]
+BOOM = "[BOOM]"  # a token the faulty test bundle's tokenizer knows and its model does not
 TOPICS = ["bread", "rivers", "python", "taxes", "stars", "gardens", "trains", "music", "chess", "tea", "maps", "sleep"]
 
 
@@ -31,6 +32,32 @@ def synthetic_records(n: int, seed: int = 0) -> list[dict[str, Any]]:
         bad = " ".join(rng.choice(BAD) for _ in range(rng.randint(2, 9)))
         records.append({"prompt": prompt, "chosen": f"{topic} is {good}.", "rejected": f"{topic} is {bad}."})
     return records
+
+
+def tiny_fit_argv(base: Path, data: Path, out: Path, **flags: object) -> list[str]:
+    """`training.fit` flags for a fast fit of a tiny backbone; `flags` override (True = bare flag, False = no-)."""
+    options: dict[str, object] = {
+        "epochs": 6,
+        "lr": 3e-3,
+        "batch_size": 16,
+        "max_length": 64,
+        "eval_fraction": 0.25,
+        "save_steps": 1000,
+        "logging_steps": 5,
+        "bf16": "off",
+        "plot": False,
+        "calibration_pairs": 32,
+    } | flags
+    argv = ["--base", str(base), "--data", str(data), "--out", str(out)]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is False:
+            argv.append("--no-" + name.replace("_", "-"))
+        else:
+            argv += [flag, str(value)]
+    return argv
 
 
 def write_records(path: Path, records: list[dict[str, Any]]) -> Path:

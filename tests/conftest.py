@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from builders import make_tiny_bert, make_tiny_decoder, synthetic_records, write_records
+from builders import make_tiny_bert, make_tiny_decoder, synthetic_records, tiny_fit_argv, write_records
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "preferences"
 
@@ -50,30 +50,6 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, synth
     from training.fit import main
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    argv = [
-        "--base",
-        str(tiny_bert),
-        "--data",
-        str(synthetic_data),
-        "--out",
-        str(out),
-        "--epochs",
-        "6",
-        "--lr",
-        "3e-3",
-        "--batch-size",
-        "16",
-        "--max-length",
-        "64",
-        "--eval-fraction",
-        "0.25",
-        "--save-steps",
-        "1000",
-        "--logging-steps",
-        "5",
-        "--bf16",
-        "off",
-        "--no-plot",
-    ]
+    argv = tiny_fit_argv(tiny_bert, synthetic_data, out)
     assert main(argv) == 0
     return out

@@ -7,11 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from builders import BOOM, tiny_fit_argv
 from tokenizers import AddedToken, Tokenizer
 
 from models.bundle import META_FILE, MODEL_FILES, TOKENIZER_FILE, BundleMeta, read_bundle, write_bundle
-
-BOOM = "[BOOM]"
 
 
 @pytest.fixture(scope="session")
@@ -20,24 +19,7 @@ def second_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, syn
     from training.fit import main
 
     out = tmp_path_factory.mktemp("bundles") / "tiny-v2"
-    argv = [
-        "--base",
-        str(tiny_bert),
-        "--data",
-        str(synthetic_data),
-        "--out",
-        str(out),
-        "--epochs",
-        "2",
-        "--lr",
-        "3e-3",
-        "--max-length",
-        "64",
-        "--seed",
-        "1",
-        "--no-plot",
-        "--no-int8",
-    ]
+    argv = tiny_fit_argv(tiny_bert, synthetic_data, out, epochs=2, seed=1, int8=False)
     assert main(argv) == 0
     return out
 

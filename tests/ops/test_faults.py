@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 import httpx
+from builders import BOOM
 from servers import LiveServer
 
 from models.bundle import META_FILE, MODEL_FILES, read_bundle, write_bundle
-
-from .conftest import BOOM
 
 
 def start(args: list[str]) -> subprocess.CompletedProcess[str]:

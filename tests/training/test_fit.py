@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from builders import tiny_fit_argv
 
 from models.bundle import read_bundle
 from models.formatting import Formatter
@@ -20,33 +21,7 @@ from training.fit import main, train
 
 
 def tiny_config(base: Path, data: Path, out: Path, **overrides: object) -> FitConfig:
-    argv = [
-        "--base",
-        str(base),
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--epochs",
-        "6",
-        "--lr",
-        "3e-3",
-        "--batch-size",
-        "16",
-        "--max-length",
-        "64",
-        "--eval-fraction",
-        "0.25",
-        "--save-steps",
-        "1000",
-        "--logging-steps",
-        "5",
-        "--bf16",
-        "off",
-        "--no-plot",
-        "--calibration-pairs",
-        "32",
-    ]
+    argv = tiny_fit_argv(base, data, out)
     cfg = parse_config(argv)
     for key, value in overrides.items():
         setattr(cfg, key, value)

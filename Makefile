@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 $(BUNDLE)/reward_model.json: | $(VENV)/.installed
-	$(PY) -m training.fit --out $(BUNDLE)
+	$(PY) -m training.fit --out $(BUNDLE) --epochs 3  # the embedded set is small: a few passes
 
 bundle: $(BUNDLE)/reward_model.json
 

@@ -1,11 +1,12 @@
 """MicroBatcher: a bounded queue of (pair, future) flushed into length-grouped batches on token budget or max wait.
 
 It knows nothing of ONNX or HTTP: it is given a blocking `run(list[item]) -> scores` and runs it in worker
-threads, so the event loop never blocks. A flush takes every pending pair, groups them by length under
-`max_batch_tokens` / `max_batch_size` (padding is most of the waste on CPU) and runs the batches; results
-and errors go back to each waiting future. A pair whose future was cancelled (its client went away) is
-dropped before it runs. Admission is all-or-nothing: a request that would overflow the queue is refused at
-once (`Overloaded`) instead of waiting forever.
+threads, so the event loop never blocks. Whenever a worker is free, the pending pairs are grouped by length
+under `max_batch_tokens` / `max_batch_size` (padding is most of the waste on CPU) and the group holding the
+oldest pair runs (lingering up to `max_wait` for batch mates when it is not full); results and errors go back
+to each waiting future. A pair whose future was cancelled (its client went away) is dropped before it runs.
+Admission is all-or-nothing: a request that would overflow the queue is refused at once (`Overloaded`)
+instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -114,6 +115,12 @@ class MicroBatcher:
         return len(self._pending) >= self.max_batch_size or self._pending_tokens >= self.max_batch_tokens
 
     async def _flush_loop(self) -> None:
+        """Continuous batching: whenever a worker is free, form the next batch from everything pending.
+
+        Waiting for a free worker *before* choosing means everything that arrived while the model was busy
+        competes for the batch, so batches fill up under load without a timer, and a lone request at low load
+        runs at once (unless max_wait asks it to linger for batch mates).
+        """
         while True:
             if not self._pending:
                 self._arrived.clear()
@@ -121,7 +128,7 @@ class MicroBatcher:
                     return
                 await self._arrived.wait()
                 continue
-            # Linger until a batch is full or the oldest pair has waited max_wait.
+            await self._slots.acquire()
             deadline = self._pending[0].enqueued + self.max_wait
             while not self._full() and not self._closed and (remaining := deadline - time.perf_counter()) > 0:
                 self._arrived.clear()
@@ -129,21 +136,37 @@ class MicroBatcher:
                     await asyncio.wait_for(self._arrived.wait(), remaining)
                 except TimeoutError:
                     break
-            flush = list(self._pending)
+            entries = self._take_batch()
+            if not entries:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._run_batch(entries))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    def _take_batch(self) -> list[_Pending]:
+        """Drop cancelled pairs, group the rest by length, and take the group holding the oldest pair.
+
+        Taking the oldest pair's group keeps the queue first-come-first-served (nothing starves) while every
+        batch is made of pairs of similar length (little padding).
+        """
+        live = [p for p in self._pending if not p.future.done()]
+        dropped = len(self._pending) - len(live)
+        if dropped:
+            self._waiting -= dropped
+            if self._on_drop:
+                self._on_drop(dropped)
+        if not live:
             self._pending.clear()
             self._pending_tokens = 0
-            for batch in plan_batches([p.length for p in flush], self.max_batch_tokens, self.max_batch_size):
-                await self._slots.acquire()
-                self._waiting -= len(batch)
-                entries = [flush[i] for i in batch if not flush[i].future.done()]  # drop cancelled pairs late
-                if len(entries) < len(batch) and self._on_drop:
-                    self._on_drop(len(batch) - len(entries))
-                if not entries:
-                    self._slots.release()
-                    continue
-                task = asyncio.get_running_loop().create_task(self._run_batch(entries))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+            return []
+        batches = plan_batches([p.length for p in live], self.max_batch_tokens, self.max_batch_size)
+        chosen = next(b for b in batches if 0 in b)  # live is in arrival order: index 0 is the oldest
+        taken = set(chosen)
+        self._pending = deque(p for i, p in enumerate(live) if i not in taken)
+        self._pending_tokens = sum(p.length for p in self._pending)
+        self._waiting -= len(chosen)
+        return [live[i] for i in chosen]
 
     async def _run_batch(self, entries: list[_Pending]) -> None:
         try:

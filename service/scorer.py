@@ -50,14 +50,14 @@ class LoadedModel:
         )
         self.precision = self.scorer.precision
         self.provider = self.scorer.provider
-        self.max_batch_tokens, self.max_batch_size = settings.batch_limits(on_gpu=self.provider != CPU)
+        self.max_batch_tokens, self.max_batch_size, self.max_wait_ms = settings.batch_limits(self.provider != CPU)
         self.normalizer = bundle.meta.normalizer(self.precision)
         self._metrics = metrics
         self.batcher = MicroBatcher(
             self.scorer.run,
             self.max_batch_tokens,
             self.max_batch_size,
-            settings.max_wait_ms,
+            self.max_wait_ms,
             settings.max_queue_pairs,
             settings.inference_workers,
             observe=self._observe,

@@ -38,11 +38,11 @@ class FitConfig:
     )
     eval_data: list[str] | None = _opt("Held-out files; default: split --data by prompt.", default=None, nargs="+")
     eval_fraction: float = _opt("Fraction of prompts held out when --eval-data is not given.", default=0.2)
-    epochs: float = _opt("Passes over the training pairs.", default=2.0)
+    epochs: float = _opt("Passes over the training pairs.", default=1.0)
     lr: float = _opt("Peak AdamW learning rate (linear warm-up, then linear decay).", default=1e-4)
     warmup_ratio: float = _opt("Fraction of steps spent warming the learning rate up.", default=0.1)
     weight_decay: float = _opt("AdamW weight decay.", default=0.01)
-    batch_size: int = _opt("Pairs per optimizer step (each pair is two sequences).", default=16)
+    batch_size: int = _opt("Pairs per optimizer step (each pair is two sequences).", default=8)
     grad_accum: int = _opt("Gradient accumulation steps.", default=1)
     max_length: int = _opt(
         "Tokens per (prompt, completion) sequence; longer pairs lose prompt tokens from "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any
@@ -68,8 +69,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = create_app(settings)
 
     class DrainingServer(uvicorn.Server):
+        """On the first SIGTERM: /readyz turns 503 at once; after the shutdown delay, new work is refused and
+        uvicorn stops listening and drains what was accepted. A second signal skips the delay."""
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            app.state.draining = True  # /readyz is 503 and new scoring work is refused from this instant
+            delay = settings.shutdown_delay_seconds
+            if app.state.draining or delay <= 0:
+                self._stop(sig, frame)
+                return
+            app.state.draining = True
+            timer = threading.Timer(delay, self._stop, (sig, frame))
+            timer.daemon = True
+            timer.start()
+
+        def _stop(self, sig: int, frame: FrameType | None) -> None:
+            app.state.draining = app.state.stopping = True
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(

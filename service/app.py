@@ -99,7 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             app.state.ready = False
-            app.state.draining = True
+            app.state.draining = app.state.stopping = True
             await pipeline.close()
 
     app = FastAPI(
@@ -113,7 +113,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.pipeline = pipeline
     app.state.metrics = metrics
     app.state.ready = False
-    app.state.draining = False
+    app.state.draining = False  # /readyz answers 503 (SIGTERM seen)
+    app.state.stopping = False  # new scoring work is refused (after the shutdown delay)
     app.state.version = service_version()
     errors.install(app)
     app.include_router(routes.router)

@@ -75,7 +75,8 @@ class MicroBatcher:
         self._on_drop = on_drop
         self._pending: deque[_Pending] = deque()
         self._pending_tokens = 0
-        self._waiting = 0  # admitted pairs whose batch has not started: what the queue bound counts
+        self._waiting = 0  # queued pairs whose batch has not started
+        self._reserved = 0  # admitted pairs still being tokenised; with _waiting, what the queue bound counts
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(workers)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="inference")
@@ -85,21 +86,40 @@ class MicroBatcher:
 
     @property
     def depth(self) -> int:
-        """Pairs admitted whose batch has not started yet."""
-        return self._waiting
+        """Pairs admitted whose batch has not started yet (including those still being tokenised)."""
+        return self._waiting + self._reserved
 
     def start(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._flush_loop(), name="batcher")
 
-    def submit_many(self, items: Sequence[Sized]) -> list[asyncio.Future[float]]:
-        """Queue items; one future per item, resolved with its score. Raises Overloaded when full."""
+    def admit(self, n: int) -> None:
+        """Reserve queue room for n pairs before tokenising them, or raise Overloaded (429) at once.
+
+        Admission happens at the door, not after tokenisation, so an overloaded server refuses work before
+        spending CPU on it and requests cannot pile up unbounded in front of the queue.
+        """
         if self._closed:
             raise NotReady("the server is shutting down")
-        if self._waiting + len(items) > self.max_queue:
+        if self._waiting + self._reserved + n > self.max_queue:
             raise Overloaded(
-                f"queue full ({self._waiting} pairs waiting, limit {self.max_queue}); retry shortly",
+                f"queue full ({self._waiting + self._reserved} pairs waiting, limit {self.max_queue}); retry shortly",
                 headers={"Retry-After": "1"},
             )
+        self._reserved += n
+
+    def release(self, n: int) -> None:
+        """Give back a reservation whose pairs will never be submitted (tokenisation failed, client left)."""
+        self._reserved -= n
+        self._arrived.set()  # a draining flush loop may be waiting for these pairs
+
+    def submit_many(self, items: Sequence[Sized], admitted: bool = False) -> list[asyncio.Future[float]]:
+        """Queue items (admitting them unless `admit` already did); one future per item, resolved with its score."""
+        if not admitted:
+            self.admit(len(items))
+        self._reserved -= len(items)
+        # While draining, pairs admitted before close still get queued: the flush loop waits for them.
+        if self._closed and (not admitted or self._loop_task is None or self._loop_task.done()):
+            raise NotReady("the server is shutting down")
         loop = asyncio.get_running_loop()
         futures = []
         for item in items:
@@ -124,7 +144,7 @@ class MicroBatcher:
         while True:
             if not self._pending:
                 self._arrived.clear()
-                if self._closed:
+                if self._closed and not self._reserved:
                     return
                 await self._arrived.wait()
                 continue

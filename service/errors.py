@@ -72,8 +72,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if errors and errors[0].get("type") == "json_invalid":
+            return await _unparseable_body(request, errors[0])
         details = []
-        for err in exc.errors():
+        for err in errors:
             detail = {"field": _field(tuple(err.get("loc", ()))), "message": str(err.get("msg", "invalid"))}
             details.append(detail)
         first = details[0] if details else {"field": "body", "message": "invalid request"}
@@ -94,3 +97,16 @@ def install(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
         return JSONResponse(error_body("internal error", "internal_error"), 500)
+
+
+async def _unparseable_body(request: Request, err: dict[str, Any]) -> JSONResponse:
+    """A body that is not JSON: say whether it was not even UTF-8 (400) or not JSON (422), and where."""
+    body = await request.body()  # already read and cached by the router
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        message = f"request body is not valid UTF-8 (byte {e.start}); send UTF-8 encoded JSON"
+        return JSONResponse(error_body(message, "invalid_body"), 400)
+    reason = str((err.get("ctx") or {}).get("error", "")) or "malformed"
+    message = f"body: JSON decode error ({reason})"
+    return JSONResponse(error_body(message, "invalid_request", details=[{"field": "body", "message": message}]), 422)

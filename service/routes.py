@@ -45,8 +45,8 @@ router = APIRouter()
 
 def pipeline_of(request: Request) -> Pipeline:
     pipeline: Pipeline = request.app.state.pipeline
-    if not request.app.state.ready or request.app.state.draining:
-        raise NotReady("draining: not accepting new work" if request.app.state.draining else "warming up")
+    if not request.app.state.ready or request.app.state.stopping:
+        raise NotReady("shutting down: not accepting new work" if request.app.state.stopping else "warming up")
     return pipeline
 
 

@@ -125,11 +125,16 @@ class Pipeline:
         model = self.model
         if model is None:
             raise NotReady("no model loaded yet")
+        model.batcher.admit(len(prompts))  # 429 before spending any CPU on an overloaded server
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        encoded = await loop.run_in_executor(self._tokenizer_pool, model.scorer.encode, prompts, completions)
+        try:
+            encoded = await loop.run_in_executor(self._tokenizer_pool, model.scorer.encode, prompts, completions)
+        except BaseException:
+            model.batcher.release(len(prompts))
+            raise
         self.metrics.tokenize_latency.observe(time.perf_counter() - started)
-        futures = model.batcher.submit_many(encoded)
+        futures = model.batcher.submit_many(encoded, admitted=True)
         try:
             scores = await asyncio.gather(*futures)
         except BaseException:

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     max_batch_tokens: int | None = Field(None, ge=1, description="Padded tokens per batch (batch size × longest).")
     max_batch_size: int | None = Field(None, ge=1, description="Pairs per batch.")
     max_wait_ms: float | None = Field(
-        None, ge=0, le=1000, description="How long a free worker waits for batch mates (default: 0 CPU, 2 GPU)."
+        None, ge=0, le=10_000, description="How long a free worker waits for batch mates (default: 0 CPU, 2 GPU)."
     )
     max_queue_pairs: int = Field(4096, ge=1, description="Pairs waiting before new requests get 429.")
     max_items_per_request: int = Field(1024, ge=1, description="Pairs (or completions) per request.")
@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="If set, scoring endpoints need 'Authorization: Bearer KEY'.")
     warmup: bool = Field(True, description="Run one inference before reporting ready.")
     drain_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long accepted requests may finish.")
+    shutdown_delay_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=300,
+        description="On SIGTERM, keep serving this long with /readyz at 503 (so load balancers stop routing here) "
+        "before refusing new work and draining. A second signal stops at once.",
+    )
     log_level: str = Field("info", description="uvicorn log level.")
 
     @model_validator(mode="after")

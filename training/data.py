@@ -19,11 +19,12 @@ import hashlib
 import io
 import json
 import math
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from models.formatting import ASSISTANT_MARKER, Text
 
@@ -172,10 +173,13 @@ def _ranked_pairs(record: Mapping[str, Any], source: str) -> list[PreferencePair
 # ---------------------------------------------------------------- files -> records
 
 
+def _open_bytes(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
 def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8", newline="")
+    # utf-8-sig: files saved by spreadsheet tools start with a byte-order mark.
+    return io.TextIOWrapper(_open_bytes(path), encoding="utf-8-sig", newline="")
 
 
 def _kind(path: Path) -> str:
@@ -188,12 +192,17 @@ def _kind(path: Path) -> str:
     raise DataError(f"{path}: unknown file type (use .json, .jsonl, .jsonl.gz, .csv or .parquet)")
 
 
-def _json_lines(path: Path, f: Iterable[str]) -> Iterator[tuple[str, Any]]:
+def _json_lines(path: Path, f: Iterable[str | bytes]) -> Iterator[tuple[str, Any]]:
     for number, line in enumerate(f, 1):
-        if not line.strip():
+        try:
+            text = line.decode("utf-8-sig" if number == 1 else "utf-8") if isinstance(line, bytes) else line
+        except UnicodeDecodeError as e:
+            yield f"{path}:{number}", DataError(f"not valid UTF-8 (byte {e.start} of the line)")
+            continue
+        if not text.strip():
             continue
         try:
-            yield f"{path}:{number}", json.loads(line)
+            yield f"{path}:{number}", json.loads(text)
         except json.JSONDecodeError as e:
             yield f"{path}:{number}", DataError(f"invalid JSON: {e.msg}")
 
@@ -230,6 +239,22 @@ def _csv_rows(path: Path, f: Iterable[str]) -> Iterator[tuple[str, Any]]:
 
 def iter_records(path: Path) -> Iterator[tuple[str, Any]]:
     """(source, record) for each record of a file; a record that cannot be parsed is a DataError value."""
+    try:
+        yield from _file_records(path)
+    except DataError:
+        raise
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 text (at byte {e.start})") from None
+    except (OSError, EOFError, csv.Error, zlib.error) as e:
+        # Truncated or corrupt gzip, unreadable file, malformed CSV quoting.
+        raise DataError(f"{path}: cannot read: {e}") from None
+    except Exception as e:
+        if type(e).__module__.startswith("pyarrow"):
+            raise DataError(f"{path}: not a readable Parquet file: {e}") from None
+        raise
+
+
+def _file_records(path: Path) -> Iterator[tuple[str, Any]]:
     kind = _kind(path)
     if kind == "parquet":
         import pyarrow.parquet as pq
@@ -237,11 +262,13 @@ def iter_records(path: Path) -> Iterator[tuple[str, Any]]:
         for i, row in enumerate(pq.read_table(path).to_pylist()):
             yield f"{path}:row {i + 1}", row
         return
+    if kind == "jsonl":
+        with _open_bytes(path) as b:
+            yield from _json_lines(path, b)
+        return
     with _open_text(path) as f:
         if kind == "csv":
             yield from _csv_rows(path, f)
-        elif kind == "jsonl":
-            yield from _json_lines(path, f)
         else:
             text = f.read()
             try:

@@ -22,7 +22,7 @@ def metric(url: str, name: str) -> float:
     return 0.0
 
 
-def test_sigterm_answers_every_accepted_request_then_exits_0(tiny_bundle: Path) -> None:
+def test_sigterm_answers_every_accepted_request_then_exits_cleanly(tiny_bundle: Path) -> None:
     # Pairs linger up to 1.5 s for batch mates, so all accepted requests are still queued when SIGTERM lands.
     env = {
         **os.environ,
@@ -57,27 +57,26 @@ def test_sigterm_answers_every_accepted_request_then_exits_0(tiny_bundle: Path) 
     assert [r.status_code for r in answered] == [200] * accepted  # every accepted request answered
     for r in late:
         assert isinstance(r, httpx.TransportError) or r.status_code == 503, r
-    assert server.proc.wait(30) == 0
+    # A clean exit: status 0, or death by the SIGTERM that uvicorn re-raises after its graceful shutdown.
+    assert server.proc.wait(30) in (0, -signal.SIGTERM)
 
 
-def test_readyz_turns_503_at_once_on_sigterm(tiny_bundle: Path) -> None:
-    env = {**os.environ, "RM_MAX_WAIT_MS": "3000", "RM_MAX_BATCH_SIZE": "512", "RM_PRECISION": "fp32"}
+def test_readyz_turns_503_at_once_on_sigterm_while_work_is_still_served(tiny_bundle: Path) -> None:
+    # The shutdown delay keeps the listener open after SIGTERM, so the probe can be observed failing while
+    # requests routed here by a load balancer that has not noticed yet are still answered.
+    env = {**os.environ, "RM_SHUTDOWN_DELAY_SECONDS": "2", "RM_PRECISION": "fp32"}
     server = LiveServer(tiny_bundle, env=env)
     server.wait_ready()
-    with httpx.Client(base_url=server.url, timeout=10) as http:
-        assert http.get("/readyz").status_code == 200
-        pending = asyncio.new_event_loop()
-        task = pending.run_in_executor(
-            None, lambda: http.post("/score", json={"items": [{"prompt": "p", "completion": "c"}]})
-        )
-        time.sleep(0.3)
-        server.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
-        ready = http.get("/readyz")  # the keep-alive connection still reaches the draining server
-        assert ready.status_code == 503 and ready.json()["type"] == "not_ready"
-        assert pending.run_until_complete(task).status_code == 200
-        pending.close()
-    assert server.proc.wait(30) == 0
+    item = {"items": [{"prompt": "p", "completion": "c"}]}
+    assert httpx.get(server.url + "/readyz", timeout=10).status_code == 200
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    ready = httpx.get(server.url + "/readyz", timeout=10)
+    assert ready.status_code == 503 and ready.json()["type"] == "not_ready"
+    assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
+    assert httpx.post(server.url + "/score", json=item, timeout=10).status_code == 200
+    # A clean exit: status 0, or death by the SIGTERM that uvicorn re-raises after its graceful shutdown.
+    assert server.proc.wait(30) in (0, -signal.SIGTERM)
 
 
 def test_reload_swaps_models_without_dropping_requests(tiny_bundle: Path, second_bundle: Path, tmp_path: Path) -> None:
@@ -114,7 +113,10 @@ def test_reload_swaps_models_without_dropping_requests(tiny_bundle: Path, second
         responses, reload = asyncio.run(main())
         assert reload.status_code == 200, reload.text
         assert reload.json()["model_id"] == read_bundle(second_bundle).meta.model_id
-        assert all(r.status_code == 200 for r in responses) and len(responses) > 16
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) == {200} and len(responses) > 16, [
+            (r.status_code, r.text) for r in responses if r.status_code != 200
+        ][:5]
         scores = {round(r.json()["scores"][0], 5) for r in responses}
         assert scores <= {round(old_score, 5), round(new_score, 5)}  # each response from one model, never mixed
         models = {r.json()["model"] for r in responses}

@@ -139,3 +139,25 @@ def test_close_finishes_accepted_work() -> None:
         assert [f.result() for f in futures] == [i * 2 for i in range(7)]
 
     asyncio.run(main())
+
+
+def test_admission_counts_pairs_still_being_tokenised_and_close_waits_for_them() -> None:
+    async def main() -> None:
+        seen: list[list[Item]] = []
+        b = MicroBatcher(run(seen), max_batch_tokens=100, max_batch_size=8, max_wait_ms=0, max_queue=4)
+        b.start()
+        b.admit(3)  # a request of 3 pairs is being tokenised
+        assert b.depth == 3
+        with pytest.raises(Overloaded):
+            b.admit(2)  # would overflow: refused before any work is spent on it
+        b.admit(1)
+        b.release(1)  # that request's tokenisation failed: its room comes back
+        closing = asyncio.ensure_future(b.close(timeout=5))
+        await asyncio.sleep(0.05)
+        assert not closing.done()  # draining waits for the admitted pairs
+        scores = await asyncio.gather(*b.submit_many([Item(1, 2), Item(2, 2), Item(3, 2)], admitted=True))
+        assert scores == [2, 4, 6]
+        await closing
+        assert b.depth == 0
+
+    asyncio.run(main())

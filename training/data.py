@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, BinaryIO, cast
 
 from models.formatting import ASSISTANT_MARKER, Text
 
@@ -173,8 +173,10 @@ def _ranked_pairs(record: Mapping[str, Any], source: str) -> list[PreferencePair
 # ---------------------------------------------------------------- files -> records
 
 
-def _open_bytes(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+def _open_bytes(path: Path) -> BinaryIO:
+    if path.suffix == ".gz":
+        return cast(BinaryIO, gzip.open(path, "rb"))
+    return open(path, "rb")
 
 
 def _open_text(path: Path) -> io.TextIOBase:

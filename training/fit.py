@@ -128,9 +128,26 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
 
 
 def _last_checkpoint(folder: str) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest *complete* checkpoint: a fit killed while saving leaves a folder without its trainer state.
 
-    return get_last_checkpoint(folder) if os.path.isdir(folder) else None
+    The Trainer writes trainer_state.json last, so a checkpoint whose state file parses is whole; newer,
+    incomplete ones are skipped with a warning (transformers' get_last_checkpoint would pick them and fail).
+    """
+    if not os.path.isdir(folder):
+        return None
+    found = []
+    for name in os.listdir(folder):
+        prefix, _, step = name.partition("-")
+        if prefix == "checkpoint" and step.isdigit() and os.path.isdir(os.path.join(folder, name)):
+            found.append((int(step), os.path.join(folder, name)))
+    for _, path in sorted(found, reverse=True):
+        try:
+            with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
+                json.load(f)
+            return path
+        except (OSError, ValueError):
+            log.warning("--resume: skipping incomplete checkpoint %s (interrupted while saving)", path)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -189,3 +189,18 @@ def test_cli_help_explains_every_flag() -> None:
         "--skip-invalid",
     ):
         assert flag in out.stdout
+
+
+def test_resume_skips_a_checkpoint_interrupted_while_saving(tmp_path: Path) -> None:
+    from training.fit import _last_checkpoint
+
+    for step, complete in ((10, True), (20, True), (30, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"x")
+        if complete:
+            (folder / "trainer_state.json").write_text('{"global_step": %d}' % step)
+    (tmp_path / "checkpoint-40").mkdir()
+    (tmp_path / "checkpoint-40" / "trainer_state.json").write_text('{"global_st')  # killed mid-write
+    assert _last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-20")
+    assert _last_checkpoint(str(tmp_path / "missing")) is None

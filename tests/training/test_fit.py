@@ -199,7 +199,7 @@ def test_resume_skips_a_checkpoint_interrupted_while_saving(tmp_path: Path) -> N
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(b"x")
         if complete:
-            (folder / "trainer_state.json").write_text('{"global_step": %d}' % step)
+            (folder / "trainer_state.json").write_text(f'{{"global_step": {step}}}')
     (tmp_path / "checkpoint-40").mkdir()
     (tmp_path / "checkpoint-40" / "trainer_state.json").write_text('{"global_st')  # killed mid-write
     assert _last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-20")

@@ -22,7 +22,7 @@ def metric(url: str, name: str) -> float:
     return 0.0
 
 
-def test_sigterm_answers_every_accepted_request_then_exits_cleanly(tiny_bundle: Path) -> None:
+def test_sigterm_answers_every_accepted_request_then_exits_0(tiny_bundle: Path) -> None:
     # Pairs linger up to 1.5 s for batch mates, so all accepted requests are still queued when SIGTERM lands.
     env = {
         **os.environ,
@@ -57,8 +57,7 @@ def test_sigterm_answers_every_accepted_request_then_exits_cleanly(tiny_bundle: 
     assert [r.status_code for r in answered] == [200] * accepted  # every accepted request answered
     for r in late:
         assert isinstance(r, httpx.TransportError) or r.status_code == 503, r
-    # A clean exit: status 0, or death by the SIGTERM that uvicorn re-raises after its graceful shutdown.
-    assert server.proc.wait(30) in (0, -signal.SIGTERM)
+    assert server.proc.wait(30) == 0
 
 
 def test_readyz_turns_503_at_once_on_sigterm_while_work_is_still_served(tiny_bundle: Path) -> None:
@@ -75,8 +74,7 @@ def test_readyz_turns_503_at_once_on_sigterm_while_work_is_still_served(tiny_bun
     assert ready.status_code == 503 and ready.json()["type"] == "not_ready"
     assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
     assert httpx.post(server.url + "/score", json=item, timeout=10).status_code == 200
-    # A clean exit: status 0, or death by the SIGTERM that uvicorn re-raises after its graceful shutdown.
-    assert server.proc.wait(30) in (0, -signal.SIGTERM)
+    assert server.proc.wait(30) == 0
 
 
 def test_reload_swaps_models_without_dropping_requests(tiny_bundle: Path, second_bundle: Path, tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ class BundleScorer:
         device: str = "auto",
         intra_op_threads: int = 0,
         inter_op_threads: int = 1,
+        spin: bool = True,
     ) -> None:
         import onnxruntime as ort
 
@@ -62,6 +63,9 @@ class BundleScorer:
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
         options.log_severity_level = 3
+        # Spinning keeps idle intra-op threads busy-waiting for the next op: fastest for back-to-back offline
+        # batches, but in a server it steals the cores the event loop and tokeniser need between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.session = ort.InferenceSession(
             os.fspath(bundle.model_path(self.precision)), options, providers=self.providers
         )

@@ -46,7 +46,12 @@ class LoadedModel:
     def __init__(self, bundle: Bundle, settings: Settings, metrics: Metrics) -> None:
         self.bundle = bundle
         self.scorer = BundleScorer(
-            bundle, settings.precision, settings.device, settings.intra_op_threads, settings.inter_op_threads
+            bundle,
+            settings.precision,
+            settings.device,
+            settings.intra_op_threads,
+            settings.inter_op_threads,
+            spin=settings.ort_spinning,
         )
         self.precision = self.scorer.precision
         self.provider = self.scorer.provider

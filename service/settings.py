@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="CUDA when onnxruntime-gpu sees a GPU.")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per batch (0: one per core).")
     inter_op_threads: int = Field(1, ge=1, description="ONNX Runtime inter-op threads.")
+    ort_spinning: bool = Field(
+        False, description="Let idle ONNX Runtime threads busy-wait (steals CPU from HTTP and tokenising)."
+    )
     inference_workers: int = Field(1, ge=1, le=16, description="Batches run concurrently (1 is best on CPU).")
     tokenizer_threads: int = Field(1, ge=1, le=16, description="Threads tokenising requests off the event loop.")
     max_batch_tokens: int | None = Field(None, ge=1, description="Padded tokens per batch (batch size × longest).")

@@ -20,7 +20,7 @@ from typing import Any
 from models.bundle import read_bundle
 
 from . import data
-from .load import batching_stats, run_load, scrape
+from .load import run_load
 from .offline import forward_flops_per_token, ort_offline, peak_flops, torch_offline
 
 
@@ -62,14 +62,13 @@ def measure_server(
         for k in args.pairs_per_request:
             # Every client sends at least one request, and each measurement covers at least --min-pairs pairs.
             requests = max(clients, -(-args.min_pairs // k))
-            before = scrape(server.url) if name == "service" else {}
             runs = [
-                asyncio.run(run_load(server.url, prompts, completions, clients, k, requests))
+                asyncio.run(
+                    run_load(server.url, prompts, completions, clients, k, requests, with_metrics=name == "service")
+                )
                 for _ in range(args.repeats)
             ]
             best = sorted(runs, key=lambda r: r["pairs_per_s"])[len(runs) // 2]
-            if name == "service":
-                best |= batching_stats(before, scrape(server.url))
             rows.append({"server": name, **best})
             print(
                 f"  {name:>8} clients={clients:>3} pairs/request={k:>2}: {best['pairs_per_s']:7.1f} pairs/s "

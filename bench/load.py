@@ -24,8 +24,12 @@ async def run_load(
     pairs_per_request: int,
     requests: int,
     path: str = "/score",
+    with_metrics: bool = False,
 ) -> dict[str, Any]:
-    """Send `requests` requests from `clients` concurrent clients; throughput and latency percentiles."""
+    """Send `requests` requests from `clients` concurrent clients; throughput and latency percentiles.
+
+    With `with_metrics`, the service's batch size and padding over exactly the measured interval are added.
+    """
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     next_request = 0
@@ -49,15 +53,21 @@ async def run_load(
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
-        await asyncio.gather(*(client(http) for _ in range(min(4, clients))))  # warm connections and caches
+        # Warm-up: a few requests open connections and touch every code path; they are not measured.
+        warm = min(clients, 8)
+        requests, measured = warm, requests
+        await asyncio.gather(*(client(http) for _ in range(warm)))
+        requests = measured
         latencies.clear()
         statuses.clear()
         next_request = 0
+        before = scrape(url) if with_metrics else {}
         started = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
         elapsed = time.perf_counter() - started
+        batching = batching_stats(before, scrape(url)) if with_metrics else {}
     ok = statuses.get(200, 0)
-    return {
+    return batching | {
         "clients": clients,
         "pairs_per_request": pairs_per_request,
         "requests": requests,

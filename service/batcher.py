@@ -1,9 +1,9 @@
 """MicroBatcher: a bounded queue of (pair, future) flushed into length-grouped batches on token budget or max wait.
 
 It knows nothing of ONNX or HTTP: it is given a blocking `run(list[item]) -> scores` and runs it in worker
-threads, so the event loop never blocks. Whenever a worker is free, the pending pairs are grouped by length
-under `max_batch_tokens` / `max_batch_size` (padding is most of the waste on CPU) and the group holding the
-oldest pair runs (lingering up to `max_wait` for batch mates when it is not full); results and errors go back
+threads, so the event loop never blocks. Whenever a worker is free, the oldest pending pair runs together with
+the pending pairs nearest to it in length, within `max_batch_tokens` / `max_batch_size` / `max_padding`
+(padding is most of the waste on CPU), lingering up to `max_wait` for batch mates; results and errors go back
 to each waiting future. A pair whose future was cancelled (its client went away) is dropped before it runs.
 Admission is all-or-nothing: a request that would overflow the queue is refused at once (`Overloaded`)
 instead of waiting forever.
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.batching import plan_batches
+from models.batching import pick_batch
 
 from .errors import InferenceFailed, NotReady, Overloaded
 
@@ -64,11 +64,13 @@ class MicroBatcher:
         observe: Callable[[BatchStats], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         on_drop: Callable[[int], None] | None = None,
+        max_padding: float = 1.0,
     ) -> None:
         self._run = run
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
+        self.max_padding = max_padding
         self.max_queue = max_queue
         self._observe = observe
         self._on_error = on_error
@@ -165,10 +167,10 @@ class MicroBatcher:
             task.add_done_callback(self._inflight.discard)
 
     def _take_batch(self) -> list[_Pending]:
-        """Drop cancelled pairs, group the rest by length, and take the group holding the oldest pair.
+        """Drop cancelled pairs, then take the oldest pair and its nearest neighbours in length.
 
-        Taking the oldest pair's group keeps the queue first-come-first-served (nothing starves) while every
-        batch is made of pairs of similar length (little padding).
+        Anchoring on the oldest pair keeps the queue first-come-first-served (nothing starves) while every
+        batch is made of pairs of similar length (bounded padding).
         """
         live = [p for p in self._pending if not p.future.done()]
         dropped = len(self._pending) - len(live)
@@ -180,8 +182,9 @@ class MicroBatcher:
             self._pending.clear()
             self._pending_tokens = 0
             return []
-        batches = plan_batches([p.length for p in live], self.max_batch_tokens, self.max_batch_size)
-        chosen = next(b for b in batches if 0 in b)  # live is in arrival order: index 0 is the oldest
+        # live is in arrival order: index 0 is the oldest, and its batch runs next.
+        lengths = [p.length for p in live]
+        chosen = pick_batch(lengths, 0, self.max_batch_tokens, self.max_batch_size, self.max_padding)
         taken = set(chosen)
         self._pending = deque(p for i, p in enumerate(live) if i not in taken)
         self._pending_tokens = sum(p.length for p in self._pending)

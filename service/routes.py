@@ -221,6 +221,7 @@ async def info(request: Request) -> dict[str, Any]:
             "max_batch_tokens": model.max_batch_tokens,
             "max_batch_size": model.max_batch_size,
             "max_wait_ms": model.max_wait_ms,
+            "max_padding": model.max_padding,
             "max_queue_pairs": settings.max_queue_pairs,
             "inference_workers": settings.inference_workers,
         },

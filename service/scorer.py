@@ -55,7 +55,8 @@ class LoadedModel:
         )
         self.precision = self.scorer.precision
         self.provider = self.scorer.provider
-        self.max_batch_tokens, self.max_batch_size, self.max_wait_ms = settings.batch_limits(self.provider != CPU)
+        limits = settings.batch_limits(self.provider != CPU)
+        self.max_batch_tokens, self.max_batch_size, self.max_wait_ms, self.max_padding = limits
         self.normalizer = bundle.meta.normalizer(self.precision)
         self._metrics = metrics
         self.batcher = MicroBatcher(
@@ -68,6 +69,7 @@ class LoadedModel:
             observe=self._observe,
             on_error=lambda exc: metrics.batch_errors.inc(),
             on_drop=metrics.dropped.inc,
+            max_padding=self.max_padding,
         )
 
     @property

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
-from builders import BOOM
+from builders import BOOM, tiny_fit_argv
 from servers import LiveServer
 
 from models.bundle import META_FILE, MODEL_FILES, read_bundle, write_bundle
@@ -93,26 +93,11 @@ def test_a_failing_batch_fails_alone_and_the_queue_keeps_running(faulty_bundle: 
 
 def test_killed_fit_leaves_no_bundle_and_resume_finishes(tiny_bert: Path, synthetic_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "killed"
-    base = [
-        sys.executable,
-        "-m",
-        "training.fit",
-        "--base",
-        str(tiny_bert),
-        "--data",
-        str(synthetic_data),
-        "--out",
-        str(out),
-        "--max-length",
-        "32",
-        "--batch-size",
-        "8",
-        "--save-steps",
-        "10",
-        "--no-plot",
-        "--no-int8",
-    ]
-    proc = subprocess.Popen([*base, "--epochs", "40"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fit = tiny_fit_argv(
+        tiny_bert, synthetic_data, out, max_length=32, batch_size=8, save_steps=10, int8=False, epochs=40
+    )
+    base = [sys.executable, "-m", "training.fit", *fit]
+    proc = subprocess.Popen(base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = Path(f"{out}.work") / "checkpoints"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not list(checkpoints.glob("checkpoint-*")):
@@ -122,7 +107,7 @@ def test_killed_fit_leaves_no_bundle_and_resume_finishes(tiny_bert: Path, synthe
     proc.wait()
     assert list(checkpoints.glob("checkpoint-*")), "no checkpoint was written before the kill"
     assert not out.exists() and not list(tmp_path.glob(".killed.partial*"))
-    done = subprocess.run([*base, "--epochs", "40", "--resume"], capture_output=True, text=True, timeout=900)
+    done = subprocess.run([*base, "--resume"], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = read_bundle(out).meta.training["summary"]
     assert summary["resumed_from"] and "checkpoint-" in summary["resumed_from"]

@@ -74,21 +74,7 @@ def test_failed_parity_or_agreement_writes_no_bundle(
     tiny_bert: Path, synthetic_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "refused"
-    argv = [
-        "--base",
-        str(tiny_bert),
-        "--data",
-        str(synthetic_data),
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--max-length",
-        "32",
-        "--no-plot",
-        "--calibration-pairs",
-        "8",
-    ]
+    argv = tiny_fit_argv(tiny_bert, synthetic_data, out, epochs=1, max_length=32, calibration_pairs=8)
     assert main([*argv, "--parity-atol", "1e-12"]) == 1
     assert "differs from torch" in capsys.readouterr().err and not out.exists()
     assert main([*argv, "--min-int8-agreement", "1.01"]) == 1

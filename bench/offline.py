@@ -62,6 +62,36 @@ def ort_offline(
     return rows
 
 
+def ort_single_latency(
+    bundle: Bundle,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    precision: str,
+    threads: int,
+    spin: bool,
+    repeats: int,
+) -> dict[str, Any]:
+    """Each pair scored alone (batch 1), timed one by one: the per-pair latency distribution the 1-client service
+    latency is compared with (median to median, over the same pairs; a mean over a length-skewed sample is not
+    the median request's cost)."""
+    scorer = BundleScorer(bundle, precision, device="auto", intra_op_threads=threads, spin=spin)
+    encoded = scorer.encode(prompts, completions)
+    scorer.run(encoded[:1])
+    times: list[list[float]] = [[] for _ in encoded]
+    for _ in range(repeats):
+        for i, e in enumerate(encoded):
+            started = time.perf_counter()
+            scorer.run([e])
+            times[i].append(time.perf_counter() - started)
+    per_pair = [statistics.median(t) for t in times]
+    return {
+        "runtime": f"ORT {precision}",
+        "spin": spin,
+        "p50_ms": statistics.median(per_pair) * 1000,
+        "mean_ms": statistics.fmean(per_pair) * 1000,
+    }
+
+
 def torch_offline(
     model_dir: Path,
     bundle: Bundle,
@@ -104,6 +134,48 @@ def torch_offline(
                 "batch": size,
                 "pairs_per_s": rate,
                 "tokens_per_s": rate * tokens / len(encoded),
+            }
+        )
+    return rows
+
+
+def cross_encoder_offline(
+    model_dir: Path,
+    bundle: Bundle,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    batch_sizes: Sequence[int],
+    threads: int,
+    repeats: int,
+) -> list[dict[str, Any]]:
+    """sentence-transformers' CrossEncoder.predict on the same HF folder (a peer: the usual pair scorer).
+
+    It tokenises with its own pair truncation (longest first, same max length), so the scores differ from ours;
+    the work per pair is the same model at about the same length, which is what this row compares.
+    """
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    torch.set_num_threads(threads)
+    max_length = bundle.meta.formatting.max_length
+    model = CrossEncoder(os.fspath(model_dir), num_labels=1, max_length=max_length, device="cpu")
+    pairs = list(zip(prompts, completions, strict=True))
+    lengths = model.tokenizer(list(prompts), list(completions), truncation=True, max_length=max_length)["input_ids"]
+    tokens = sum(len(ids) for ids in lengths)
+    rows = []
+    for size in batch_sizes:
+
+        def run(size: int = size) -> int:
+            model.predict(pairs, batch_size=size, show_progress_bar=False)
+            return len(pairs)
+
+        rate = median_rate(run, repeats)
+        rows.append(
+            {
+                "runtime": "CrossEncoder fp32",
+                "batch": size,
+                "pairs_per_s": rate,
+                "tokens_per_s": rate * tokens / len(pairs),
             }
         )
     return rows

@@ -129,7 +129,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
                 marker="o",
                 label=f"{server} {precision}",
             )
-        for runtime in ("ORT int8", "ORT fp32", "torch eager fp32"):
+        for runtime in ("ORT int8", "ORT fp32", "torch eager fp32", "CrossEncoder fp32"):
             b = best(result["offline"], runtime)
             if b:
                 ax.axhline(
@@ -137,7 +137,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
                     linestyle="--",
                     linewidth=1,
                     label=f"offline {runtime} (batch {b['batch']})",
-                    color={"ORT int8": "tab:green", "ORT fp32": "tab:blue"}.get(runtime, "tab:gray"),
+                    color={"ORT int8": "tab:green", "ORT fp32": "tab:blue", "CrossEncoder fp32": "tab:purple"}.get(
+                        runtime, "tab:gray"
+                    ),
                 )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent clients")

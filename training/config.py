@@ -59,6 +59,11 @@ class FitConfig:
         default="auto",
         choices=["auto", "cls", "completion-mean", "last"],
     )
+    freeze_embeddings: bool = _opt("Keep the token embeddings fixed (half of MiniLM's weights).", default=False)
+    freeze_layers: int = _opt(
+        "Keep the lowest N transformer layers (and the embeddings) fixed; cheaper steps, fewer weights to overfit.",
+        default=0,
+    )
     dropout: bool = _opt("Keep the backbone's dropout (off by default, as in TRL's RewardConfig).", default=False)
     bf16: str = _opt(
         "bf16 autocast: 'auto' (on when the CPU/GPU supports bf16), 'on' or 'off'.",

@@ -59,6 +59,7 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         default_base,
         disable_dropout,
         format_spec,
+        freeze_lower,
         load_backbone,
         model_max_length,
     )
@@ -69,6 +70,9 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
     model, tokenizer, architecture = load_backbone(base)
     if not cfg.dropout:
         disable_dropout(model)
+    if cfg.freeze_layers or cfg.freeze_embeddings:
+        trainable = freeze_lower(model, cfg.freeze_layers, cfg.freeze_embeddings)
+        log.info("embeddings and %d lowest layers frozen: %d parameters train", cfg.freeze_layers, trainable)
     spec = format_spec(tokenizer, architecture, model_max_length(model, cfg.max_length))
     formatter = Formatter(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()), spec)
     dataset = PairDataset(train_pairs, formatter)

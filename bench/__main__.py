@@ -20,12 +20,11 @@ from typing import Any
 from models.bundle import read_bundle
 
 from . import data
-from .load import run_load
+from .load import paired_latency, run_load
 from .offline import (
     cross_encoder_offline,
     forward_flops_per_token,
     ort_offline,
-    ort_single_latency,
     peak_flops,
     torch_offline,
 )
@@ -98,6 +97,24 @@ def request_scaling(url: str, prompts: list[str], completions: list[str], args: 
         "big_ms": t_big,
         "ratio": t_big / (big / small * t_small),
     }
+
+
+def latency_overhead(
+    url: str, bundle: Any, precision: str, prompts: list[str], completions: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """1 client x 1 pair: each request paired with the same pair scored offline (same graph, threads, no spinning
+    as the server), so the median difference is what serving adds."""
+    from models.runtime import BundleScorer
+
+    scorer = BundleScorer(bundle, precision, device="auto", intra_op_threads=args.threads, spin=False)
+    encoded = scorer.encode(prompts, completions)
+    latency = paired_latency(url, prompts, completions, lambda i: scorer.run([encoded[i]]), args.repeats)
+    print(
+        f"  1 client x 1 pair: service p50 {latency['p50_ms']:.1f} ms, offline p50 {latency['offline_p50_ms']:.1f}"
+        f" ms, paired overhead {latency['overhead_ms']:.1f} ms",
+        flush=True,
+    )
+    return latency
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             if precision == server_precisions[0]:
                 result["scaling"] = request_scaling(server.url, prompts, completions, args)
+                result["latency"] = latency_overhead(server.url, bundle, precision, prompts, completions, args)
         finally:
             server.stop()
     if not args.no_peers and torch_model.is_dir():
@@ -203,31 +221,6 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             naive.stop()
     result["servers"] = servers
-    alone = next(
-        (
-            r
-            for r in servers
-            if (r["server"], r["precision"], r["clients"], r["pairs_per_request"])
-            == ("service", server_precisions[0], 1, 1)
-        ),
-        None,
-    )
-    if alone and server_precisions[0] in bundle.meta.precisions:
-        # The same pairs, one at a time, offline: with and without thread spinning (the server's default is off);
-        # the overhead is measured against the faster of the two, median against median.
-        singles = [
-            ort_single_latency(bundle, prompts, completions, server_precisions[0], args.threads, spin, args.repeats)
-            for spin in (True, False)
-        ]
-        fastest = min(singles, key=lambda r: r["p50_ms"])
-        for r in singles:
-            print(f"  offline {r['runtime']} batch 1, spin {r['spin']}: p50 {r['p50_ms']:.1f} ms", flush=True)
-        result["latency"] = {
-            "p50_ms": alone["p50_ms"],
-            "offline_single": singles,
-            "offline_single_ms": fastest["p50_ms"],
-            "overhead_ms": alone["p50_ms"] - fastest["p50_ms"],
-        }
     result["accuracy"] = {p: bundle.meta.eval_metrics.get(p, {}).get("overall") for p in bundle.meta.precisions}
     result["int8"] = bundle.meta.parity.get("int8")
 

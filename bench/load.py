@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -101,4 +101,42 @@ def batching_stats(before: dict[str, float], after: dict[str, float]) -> dict[st
         "mean_batch_size": delta("rm_batch_size_sum") / batches if batches else float("nan"),
         "padding_fraction": pad / (real + pad) if real + pad else float("nan"),
         "batches": batches,
+    }
+
+
+def paired_latency(
+    url: str,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    score_offline: Callable[[int], object],
+    repeats: int,
+) -> dict[str, Any]:
+    """One client, one pair per request, each request timed right after the same pair scored offline in-process.
+
+    Pairing each request with its own offline run cancels the machine's drift (this box is shared and its speed
+    wanders by tens of percent over minutes), so the median difference is the serving overhead itself:
+    HTTP, JSON, validation, tokenisation, queueing and thread hand-offs.
+    """
+    service, offline, overhead = [], [], []
+    with httpx.Client(base_url=url, timeout=600) as http:
+        http.post("/score", json={"items": [{"prompt": prompts[0], "completion": completions[0]}]})
+        score_offline(0)
+        for _ in range(repeats):
+            for i in range(len(prompts)):
+                started = time.perf_counter()
+                score_offline(i)
+                alone = time.perf_counter() - started
+                body = {"items": [{"prompt": prompts[i], "completion": completions[i]}]}
+                started = time.perf_counter()
+                response = http.post("/score", json=body)
+                served = time.perf_counter() - started
+                response.raise_for_status()
+                service.append(served)
+                offline.append(alone)
+                overhead.append(served - alone)
+    return {
+        "p50_ms": statistics.median(service) * 1000,
+        "offline_p50_ms": statistics.median(offline) * 1000,
+        "overhead_ms": statistics.median(overhead) * 1000,
+        "samples": len(overhead),
     }

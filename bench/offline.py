@@ -62,36 +62,6 @@ def ort_offline(
     return rows
 
 
-def ort_single_latency(
-    bundle: Bundle,
-    prompts: Sequence[str],
-    completions: Sequence[str],
-    precision: str,
-    threads: int,
-    spin: bool,
-    repeats: int,
-) -> dict[str, Any]:
-    """Each pair scored alone (batch 1), timed one by one: the per-pair latency distribution the 1-client service
-    latency is compared with (median to median, over the same pairs; a mean over a length-skewed sample is not
-    the median request's cost)."""
-    scorer = BundleScorer(bundle, precision, device="auto", intra_op_threads=threads, spin=spin)
-    encoded = scorer.encode(prompts, completions)
-    scorer.run(encoded[:1])
-    times: list[list[float]] = [[] for _ in encoded]
-    for _ in range(repeats):
-        for i, e in enumerate(encoded):
-            started = time.perf_counter()
-            scorer.run([e])
-            times[i].append(time.perf_counter() - started)
-    per_pair = [statistics.median(t) for t in times]
-    return {
-        "runtime": f"ORT {precision}",
-        "spin": spin,
-        "p50_ms": statistics.median(per_pair) * 1000,
-        "mean_ms": statistics.fmean(per_pair) * 1000,
-    }
-
-
 def torch_offline(
     model_dir: Path,
     bundle: Bundle,

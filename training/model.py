@@ -60,6 +60,19 @@ def transformer_layers(model: Any) -> nn.ModuleList:
     raise ValueError(f"{type(model).__name__}: cannot find its transformer layers to freeze")
 
 
+def layers_to_freeze(model: Any, setting: str) -> int:
+    """`--freeze-layers` as a number of layers: 'half' is the lower half (0 if the layers cannot be found)."""
+    if setting == "half":
+        try:
+            return len(transformer_layers(model)) // 2
+        except ValueError:
+            return 0
+    try:
+        return int(setting)
+    except ValueError:
+        raise ValueError(f"--freeze-layers {setting!r}: give a number of layers or 'half'") from None
+
+
 def freeze_lower(model: Any, layers: int, embeddings: bool) -> int:
     """Stop training the embeddings and/or the lowest `layers` blocks; returns the parameters left trainable.
 

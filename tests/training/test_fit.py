@@ -52,7 +52,10 @@ def test_training_changes_parameters_and_bundle_tokenisation_equals_training(
     model, tokenizer, spec, summary = train(cfg, pairs)
     after = model.model.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
-    assert "classifier.weight" in changed and any("encoder.layer.0" in k for k in changed)
+    assert "classifier.weight" in changed and any("encoder.layer.1" in k for k in changed)
+    # The default freezes the lower half (layer 0 of 2) and the embeddings under it.
+    assert not any("encoder.layer.0" in k or "embeddings" in k for k in changed)
+    assert summary["frozen_layers"] == 1
 
     bundle = export_bundle(cfg, model, tokenizer, spec, pairs, {"held": held}, summary | {"base_model": "tiny"})
     from tokenizers import Tokenizer

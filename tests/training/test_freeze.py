@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.model import freeze_lower, load_backbone, transformer_layers
+from training.model import freeze_lower, layers_to_freeze, load_backbone, transformer_layers
 
 
 def _step(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -47,3 +47,12 @@ def test_freezing_more_layers_than_the_backbone_has_is_refused(tiny_bert: Path) 
         freeze_lower(model, 3, False)
     with pytest.raises(ValueError, match="0 or more"):
         freeze_lower(model, -1, False)
+
+
+@pytest.mark.parametrize("family", ["tiny_bert", "tiny_llama", "tiny_gpt2"])
+def test_half_means_the_lower_half(family: str, request: pytest.FixtureRequest) -> None:
+    model, _, _ = load_backbone(str(request.getfixturevalue(family)))
+    assert layers_to_freeze(model, "half") == len(transformer_layers(model)) // 2 == 1
+    assert layers_to_freeze(model, "0") == 0
+    with pytest.raises(ValueError, match="a number of layers or 'half'"):
+        layers_to_freeze(model, "most")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -124,9 +125,29 @@ def test_int8_precision_serves_too(tiny_bundle: Path) -> None:
         assert len(body["scores"]) == 3
 
 
-def test_default_precision_is_int8_on_cpu(tiny_bundle: Path) -> None:
+def test_default_precision_on_cpu_follows_the_int8_speed_the_export_measured(tiny_bundle: Path) -> None:
+    import dataclasses
+
+    from models.runtime import CPU, CUDA, MIN_INT8_SPEEDUP, default_precision
+
+    bundle = read_bundle(tiny_bundle)
+    measured = bundle.meta.parity["int8"]["speedup"]
+    assert measured > 0
+
+    def with_speedup(speedup: float | None) -> Any:
+        int8 = {k: v for k, v in bundle.meta.parity["int8"].items() if k != "speedup"}
+        if speedup is not None:
+            int8["speedup"] = speedup
+        meta = dataclasses.replace(bundle.meta, parity={**bundle.meta.parity, "int8": int8})
+        return dataclasses.replace(bundle, meta=meta)
+
+    assert default_precision(with_speedup(1.6), [CPU]) == "int8"
+    assert default_precision(with_speedup(0.95), [CPU]) == "fp32"  # int8 that buys no speed is not the default
+    assert default_precision(with_speedup(None), [CPU]) == "int8"  # bundles from before the speed was recorded
+    assert default_precision(with_speedup(1.6), [CUDA, CPU]) == "fp32"
+    expected = "int8" if measured >= MIN_INT8_SPEEDUP else "fp32"
     with make_client(tiny_bundle) as c:
-        assert c.get("/info").json()["precision"] == "int8"
+        assert c.get("/info").json()["precision"] == expected
 
 
 def test_api_key(tiny_bundle: Path) -> None:

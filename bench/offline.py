@@ -13,7 +13,6 @@ import numpy as np
 
 from models.batching import plan_batches
 from models.bundle import Bundle
-from models.formatting import Encoded
 from models.runtime import BundleScorer
 
 
@@ -26,6 +25,28 @@ def median_rate(run: Callable[[], int], repeats: int) -> float:
         items = run()
         rates.append(items / (time.perf_counter() - started))
     return statistics.median(rates)
+
+
+def rate_rows(
+    runtime: str,
+    batch_sizes: Sequence[int],
+    one_pass: Callable[[int], Callable[[], object]],
+    pairs: int,
+    tokens: int,
+    repeats: int,
+) -> list[dict[str, Any]]:
+    """One row per batch size: pairs/s and real tokens/s of `one_pass(size)()`, which scores every pair once."""
+    rows = []
+    for size in batch_sizes:
+        run = one_pass(size)
+
+        def timed(run: Callable[[], object] = run) -> int:
+            run()
+            return pairs
+
+        rate = median_rate(timed, repeats)
+        rows.append({"runtime": runtime, "batch": size, "pairs_per_s": rate, "tokens_per_s": rate * tokens / pairs})
+    return rows
 
 
 def ort_offline(
@@ -41,25 +62,17 @@ def ort_offline(
     scorer = BundleScorer(bundle, precision, device="auto", intra_op_threads=threads)
     encoded = scorer.encode(prompts, completions)
     tokens = sum(len(e) for e in encoded)
-    rows = []
-    for size in batch_sizes:
+
+    def one_pass(size: int) -> Callable[[], object]:
         batches = [[encoded[i] for i in b] for b in plan_batches([len(e) for e in encoded], 10**9, size)]
 
-        def run(batches: list[list[Encoded]] = batches) -> int:
+        def run() -> None:
             for batch in batches:
                 scorer.run(batch)
-            return len(encoded)
 
-        rate = median_rate(run, repeats)
-        rows.append(
-            {
-                "runtime": f"ORT {precision}",
-                "batch": size,
-                "pairs_per_s": rate,
-                "tokens_per_s": rate * tokens / len(encoded),
-            }
-        )
-    return rows
+        return run
+
+    return rate_rows(f"ORT {precision}", batch_sizes, one_pass, len(encoded), tokens, repeats)
 
 
 def torch_offline(
@@ -81,11 +94,11 @@ def torch_offline(
     encoded = BundleScorer(bundle, "fp32", device="cpu").encode(prompts, completions)
     tokens = sum(len(e) for e in encoded)
     pad = bundle.meta.pad_token_id
-    rows = []
-    for size in batch_sizes:
+
+    def one_pass(size: int) -> Callable[[], object]:
         plans = plan_batches([len(e) for e in encoded], 10**9, size)
 
-        def run(plans: list[list[int]] = plans) -> int:
+        def run() -> None:
             with torch.inference_mode():
                 for plan in plans:
                     width = max(len(encoded[i]) for i in plan)
@@ -95,18 +108,10 @@ def torch_offline(
                         ids[row, : len(encoded[i])] = encoded[i].ids
                         mask[row, : len(encoded[i])] = 1
                     model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
-            return len(encoded)
 
-        rate = median_rate(run, repeats)
-        rows.append(
-            {
-                "runtime": "torch eager fp32",
-                "batch": size,
-                "pairs_per_s": rate,
-                "tokens_per_s": rate * tokens / len(encoded),
-            }
-        )
-    return rows
+        return run
+
+    return rate_rows("torch eager fp32", batch_sizes, one_pass, len(encoded), tokens, repeats)
 
 
 def cross_encoder_offline(
@@ -132,23 +137,11 @@ def cross_encoder_offline(
     pairs = list(zip(prompts, completions, strict=True))
     lengths = model.tokenizer(list(prompts), list(completions), truncation=True, max_length=max_length)["input_ids"]
     tokens = sum(len(ids) for ids in lengths)
-    rows = []
-    for size in batch_sizes:
 
-        def run(size: int = size) -> int:
-            model.predict(pairs, batch_size=size, show_progress_bar=False)
-            return len(pairs)
+    def one_pass(size: int) -> Callable[[], object]:
+        return lambda: model.predict(pairs, batch_size=size, show_progress_bar=False)
 
-        rate = median_rate(run, repeats)
-        rows.append(
-            {
-                "runtime": "CrossEncoder fp32",
-                "batch": size,
-                "pairs_per_s": rate,
-                "tokens_per_s": rate * tokens / len(pairs),
-            }
-        )
-    return rows
+    return rate_rows("CrossEncoder fp32", batch_sizes, one_pass, len(pairs), tokens, repeats)
 
 
 def forward_flops_per_token(bundle: Bundle, mean_tokens: float) -> float:

@@ -12,6 +12,7 @@ Pooling, i.e. which hidden states the reward head reads:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,8 @@ def layers_to_freeze(model: Any, setting: str) -> int:
     if setting == "half":
         try:
             return len(transformer_layers(model)) // 2
-        except ValueError:
+        except ValueError as e:
+            logging.getLogger("training.model").warning("--freeze-layers half: %s; training every layer", e)
             return 0
     try:
         return int(setting)

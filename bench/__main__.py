@@ -108,10 +108,18 @@ def latency_overhead(
 
     scorer = BundleScorer(bundle, precision, device="auto", intra_op_threads=args.threads, spin=False)
     encoded = scorer.encode(prompts, completions)
-    latency = paired_latency(url, prompts, completions, lambda i: scorer.run([encoded[i]]), args.repeats)
+    latency = paired_latency(
+        url,
+        prompts,
+        completions,
+        lambda i: scorer.run([encoded[i]]),
+        args.repeats,
+        tokenize_offline=lambda i: scorer.encode([prompts[i]], [completions[i]]),
+    )
     print(
         f"  1 client x 1 pair: service p50 {latency['p50_ms']:.1f} ms, offline p50 {latency['offline_p50_ms']:.1f}"
-        f" ms, paired overhead {latency['overhead_ms']:.1f} ms",
+        f" ms, paired overhead {latency['overhead_ms']:.1f} ms (tokenising {latency['tokenize_p50_ms']:.1f} ms;"
+        f" beyond it {latency['overhead_beyond_tokenize_ms']:.1f} ms)",
         flush=True,
     )
     return latency

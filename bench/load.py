@@ -110,14 +110,16 @@ def paired_latency(
     completions: Sequence[str],
     score_offline: Callable[[int], object],
     repeats: int,
+    tokenize_offline: Callable[[int], object] | None = None,
 ) -> dict[str, Any]:
     """One client, one pair per request, each request timed right after the same pair scored offline in-process.
 
     Pairing each request with its own offline run cancels the machine's drift (this box is shared and its speed
     wanders by tens of percent over minutes), so the median difference is the serving overhead itself:
-    HTTP, JSON, validation, tokenisation, queueing and thread hand-offs.
+    HTTP, JSON, validation, tokenisation, queueing and thread hand-offs. With `tokenize_offline`, the same pair is
+    also tokenised in-process, and the overhead beyond that (the serving path's own cost) is reported too.
     """
-    service, offline, overhead = [], [], []
+    service, offline, overhead, tokenize, beyond = [], [], [], [], []
     with httpx.Client(base_url=url, timeout=600) as http:
         http.post("/score", json={"items": [{"prompt": prompts[0], "completion": completions[0]}]})
         score_offline(0)
@@ -126,6 +128,10 @@ def paired_latency(
                 started = time.perf_counter()
                 score_offline(i)
                 alone = time.perf_counter() - started
+                if tokenize_offline is not None:
+                    started = time.perf_counter()
+                    tokenize_offline(i)
+                    tokenize.append(time.perf_counter() - started)
                 body = {"items": [{"prompt": prompts[i], "completion": completions[i]}]}
                 started = time.perf_counter()
                 response = http.post("/score", json=body)
@@ -134,9 +140,15 @@ def paired_latency(
                 service.append(served)
                 offline.append(alone)
                 overhead.append(served - alone)
-    return {
+                if tokenize:
+                    beyond.append(served - alone - tokenize[-1])
+    result = {
         "p50_ms": statistics.median(service) * 1000,
         "offline_p50_ms": statistics.median(offline) * 1000,
         "overhead_ms": statistics.median(overhead) * 1000,
         "samples": len(overhead),
     }
+    if beyond:
+        result["tokenize_p50_ms"] = statistics.median(tokenize) * 1000
+        result["overhead_beyond_tokenize_ms"] = statistics.median(beyond) * 1000
+    return result

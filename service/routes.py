@@ -50,7 +50,8 @@ def pipeline_of(request: Request) -> Pipeline:
     return pipeline
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a hand-off every request would pay.
     key = request.app.state.settings.api_key
     if key is None:
         return

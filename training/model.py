@@ -62,17 +62,25 @@ def transformer_layers(model: Any) -> nn.ModuleList:
 
 
 def layers_to_freeze(model: Any, setting: str) -> int:
-    """`--freeze-layers` as a number of layers: 'half' is the lower half (0 if the layers cannot be found)."""
-    if setting == "half":
-        try:
-            return len(transformer_layers(model)) // 2
-        except ValueError as e:
-            logging.getLogger("training.model").warning("--freeze-layers half: %s; training every layer", e)
-            return 0
+    """`--freeze-layers` as a number of layers: a count, or a share of the stack ('2/3', 'half' = '1/2'), rounded
+    down; a share is 0 if the layers cannot be found."""
+    share = "1/2" if setting == "half" else setting
+    top, slash, bottom = share.partition("/")
     try:
-        return int(setting)
+        if not slash:
+            return int(setting)
+        numerator, denominator = int(top), int(bottom)
+        if not 0 <= numerator <= denominator > 0:
+            raise ValueError
     except ValueError:
-        raise ValueError(f"--freeze-layers {setting!r}: give a number of layers or 'half'") from None
+        raise ValueError(
+            f"--freeze-layers {setting!r}: give a number of layers, a share such as '2/3', or 'half'"
+        ) from None
+    try:
+        return len(transformer_layers(model)) * numerator // denominator
+    except ValueError as e:
+        logging.getLogger("training.model").warning("--freeze-layers %s: %s; training every layer", setting, e)
+        return 0
 
 
 def freeze_lower(model: Any, layers: int, embeddings: bool) -> int:

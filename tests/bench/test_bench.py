@@ -25,5 +25,6 @@ def test_quick_benchmark_runs_and_reports(tiny_bundle: Path, tmp_path: Path) -> 
     assert result["scaling"]["ratio"] > 0 and result["targets"]
     latency = result["latency"]
     assert latency["samples"] == result["pairs"] and latency["p50_ms"] > 0 and latency["offline_p50_ms"] > 0
+    assert latency["tokenize_p50_ms"] > 0 and "overhead_beyond_tokenize_ms" in latency
     assert Path(f"{out}.png").read_bytes()[:4] == b"\x89PNG"
     assert "| target | measured | threshold | holds |" in Path(f"{out}.md").read_text()

@@ -54,5 +54,8 @@ def test_half_means_the_lower_half(family: str, request: pytest.FixtureRequest) 
     model, _, _ = load_backbone(str(request.getfixturevalue(family)))
     assert layers_to_freeze(model, "half") == len(transformer_layers(model)) // 2 == 1
     assert layers_to_freeze(model, "0") == 0
-    with pytest.raises(ValueError, match="a number of layers or 'half'"):
-        layers_to_freeze(model, "most")
+    assert layers_to_freeze(model, "1/2") == 1 and layers_to_freeze(model, "2/3") == 1
+    assert layers_to_freeze(model, "1/1") == 2 and layers_to_freeze(model, "0/3") == 0
+    for bad in ("most", "3/2", "1/0", "-1/2", "a/b", "1/2/3"):
+        with pytest.raises(ValueError, match="a number of layers, a share such as '2/3', or 'half'"):
+            layers_to_freeze(model, bad)

@@ -27,6 +27,16 @@ from .settings import Settings
 log = logging.getLogger("service.scorer")
 
 
+def _small(texts: Sequence[Text], limit: int) -> bool:
+    """Plain strings of at most `limit` characters in all (message lists always go to the tokeniser threads)."""
+    total = 0
+    for t in texts:
+        if not isinstance(t, str):
+            return False
+        total += len(t)
+    return total <= limit
+
+
 @dataclass(frozen=True)
 class ScoreResult:
     raw: np.ndarray  # float32 rewards in request order
@@ -136,7 +146,10 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            encoded = await loop.run_in_executor(self._tokenizer_pool, model.scorer.encode, prompts, completions)
+            if _small([*prompts, *completions], self.settings.inline_tokenize_chars):
+                encoded = model.scorer.encode(prompts, completions)  # cheaper than the hop to a tokeniser thread
+            else:
+                encoded = await loop.run_in_executor(self._tokenizer_pool, model.scorer.encode, prompts, completions)
         except BaseException:
             model.batcher.release(len(prompts))
             raise

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     )
     inference_workers: int = Field(1, ge=1, le=16, description="Batches run concurrently (1 is best on CPU).")
     tokenizer_threads: int = Field(1, ge=1, le=16, description="Threads tokenising requests off the event loop.")
+    inline_tokenize_chars: int = Field(
+        2048,
+        ge=0,
+        description="Requests with at most this many characters in all are tokenised on the event loop: handing "
+        "them to a tokeniser thread costs more than tokenising them (0: always use the threads).",
+    )
     max_batch_tokens: int | None = Field(None, ge=1, description="Padded tokens per batch (batch size × longest).")
     max_batch_size: int | None = Field(None, ge=1, description="Pairs per batch.")
     max_wait_ms: float | None = Field(

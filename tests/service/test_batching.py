@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from servers import LiveServer
+from servers import LiveServer, make_client
 
 from models.bundle import read_bundle
 from models.runtime import BundleScorer
@@ -42,6 +42,22 @@ def test_one_row_in_a_batch_equals_the_same_row_alone(tiny_bundle: Path, precisi
             idx = order[start : start + size]
             batch = scorer.run([encoded[i] for i in idx])
             assert np.max(np.abs(batch - alone[idx])) <= 1e-6, (precision, size)
+
+
+@pytest.mark.parametrize("inline_chars", [0, 10**6])
+def test_scores_do_not_depend_on_where_a_request_is_tokenised(tiny_bundle: Path, inline_chars: int) -> None:
+    """Small requests are tokenised on the event loop, big ones in a thread: same ids, same scores."""
+    prompts, completions = random_pairs(12, seed=5)
+    expected = BundleScorer(read_bundle(tiny_bundle), "fp32", device="cpu").score(prompts, completions)
+    items = [{"prompt": p, "completion": c} for p, c in zip(prompts, completions, strict=True)]
+    with make_client(tiny_bundle, precision="fp32", inline_tokenize_chars=inline_chars) as client:
+        alone = [client.post("/score", json={"items": [item]}).json()["scores"][0] for item in items]
+        together = client.post("/score", json={"items": items}).json()["scores"]
+        conversation = [{"role": "user", "content": prompts[0]}]
+        chat = client.post("/score", json={"items": [{"prompt": conversation, "completion": completions[0]}]})
+    assert np.max(np.abs(np.array(alone) - expected)) <= 1e-6
+    assert np.max(np.abs(np.array(together) - expected)) <= 1e-6
+    assert chat.status_code == 200 and np.isfinite(chat.json()["scores"][0])
 
 
 def test_200_concurrent_requests_get_their_own_scores(live_server: LiveServer, tiny_bundle: Path) -> None:

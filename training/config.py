@@ -60,10 +60,11 @@ class FitConfig:
         choices=["auto", "cls", "completion-mean", "last"],
     )
     freeze_layers: str = _opt(
-        "Lowest transformer layers kept fixed, with the embeddings under them: 'half' (the lower half), a number, "
-        "or 0 to train every weight. Measured on the three shared preference files, 2 CPU cores: the lower half "
-        "frozen and 1.5 epochs reached 60.6%% held-out accuracy against 57.8%% for 1 epoch of the whole model, "
-        "in about the same time (a frozen layer costs its forward pass only).",
+        "Lowest transformer layers kept fixed, with the embeddings under them: 'half' (the lower half), a share "
+        "such as '2/3' (rounded down), a number, or 0 to train every weight. Measured on the three shared "
+        "preference files, 2 CPU cores: the lower half frozen and 1.5 epochs reached 60.6%% held-out accuracy "
+        "against 57.8%% for 1 epoch of the whole model, in about the same time (a frozen layer costs its forward "
+        "pass only); other recipes in docs/training.md.",
         default="half",
     )
     freeze_embeddings: bool = _opt(

@@ -1,4 +1,4 @@
-"""LoadedModel and Pipeline: validate limits -> tokenise (off the loop) -> batch queue -> ONNX -> gather.
+"""LoadedModel and Pipeline: validate limits -> tokenise (big requests off the loop) -> batch queue -> ONNX -> gather.
 
 Every endpoint scores through `Pipeline.score`; it is testable without HTTP. A request keeps the LoadedModel it
 started with, so a reload that swaps `Pipeline.model` never mixes two models inside one response.
@@ -147,7 +147,7 @@ class Pipeline:
         started = time.perf_counter()
         try:
             if _small([*prompts, *completions], self.settings.inline_tokenize_chars):
-                encoded = model.scorer.encode(prompts, completions)  # cheaper than the hop to a tokeniser thread
+                encoded = model.scorer.encode(prompts, completions)  # skips a thread hop; see Settings
             else:
                 encoded = await loop.run_in_executor(self._tokenizer_pool, model.scorer.encode, prompts, completions)
         except BaseException:

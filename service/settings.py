@@ -39,8 +39,9 @@ class Settings(BaseSettings):
     inline_tokenize_chars: int = Field(
         2048,
         ge=0,
-        description="Requests with at most this many characters in all are tokenised on the event loop: handing "
-        "them to a tokeniser thread costs more than tokenising them (0: always use the threads).",
+        description="Requests of plain strings with at most this many characters in all are tokenised on the event "
+        "loop, skipping the hand-off to a tokeniser thread (~0.1 ms per request measured here; 2048 characters "
+        "hold the loop for ~0.5 ms). 0: always use the threads.",
     )
     max_batch_tokens: int | None = Field(None, ge=1, description="Padded tokens per batch (batch size × longest).")
     max_batch_size: int | None = Field(None, ge=1, description="Pairs per batch.")

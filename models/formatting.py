@@ -84,6 +84,26 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def key(self) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+        """Hashable identity of the model input: equal keys get equal rewards (scoring is batch-invariant)."""
+        return tuple(self.ids), None if self.type_ids is None else tuple(self.type_ids)
+
+
+def dedupe(encoded: Sequence[Encoded]) -> tuple[list[Encoded], list[int]]:
+    """(distinct inputs, index of each input's distinct copy): score each distinct text once.
+
+    Preference data repeats texts: a prompt with 4 ranked answers makes 6 pairs from 4 texts.
+    """
+    slots: dict[tuple[tuple[int, ...], tuple[int, ...] | None], int] = {}
+    distinct: list[Encoded] = []
+    index = []
+    for e in encoded:
+        slot = slots.setdefault(e.key(), len(distinct))
+        if slot == len(distinct):
+            distinct.append(e)
+        index.append(slot)
+    return distinct, index
+
 
 def _check_messages(messages: Sequence[Message]) -> None:
     for i, m in enumerate(messages):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from models.bundle import BundleError, read_bundle
-from models.formatting import completion_text
+from models.formatting import completion_text, dedupe
 from models.runtime import BundleScorer
 
 from .data import DataError, LoadReport, PreferencePair, load_pairs, split_by_prompt
@@ -64,7 +64,8 @@ def score_pairs(scorer: BundleScorer, pairs: Sequence[PreferencePair]) -> tuple[
     """(chosen rewards, rejected rewards, number of truncated texts) for pairs, through the bundle."""
     prompts = [p.prompt for p in pairs]
     encoded = scorer.encode(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs])
-    rewards = scorer.score_encoded(encoded)
+    distinct, index = dedupe(encoded)  # ranked data repeats texts: 4 answers -> 6 pairs, 8 texts, 4 distinct
+    rewards = scorer.score_encoded(distinct)[index]
     return rewards[: len(pairs)], rewards[len(pairs) :], sum(e.truncated for e in encoded)
 
 

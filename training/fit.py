@@ -78,7 +78,13 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
     spec = format_spec(tokenizer, architecture, model_max_length(model, cfg.max_length))
     formatter = Formatter(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()), spec)
     dataset = PairDataset(train_pairs, formatter)
-    log.info("%d training pairs, %d truncated to %d tokens", len(dataset), dataset.truncated, spec.max_length)
+    log.info(
+        "%d training pairs (%d distinct texts), %d truncated to %d tokens",
+        len(dataset),
+        dataset.distinct_texts,
+        dataset.truncated,
+        spec.max_length,
+    )
     bf16 = bf16_enabled(cfg.bf16)
     args = TrainingArguments(
         output_dir=str(cfg.work_dir / "checkpoints"),

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from models.bundle import read_bundle
+from models.formatting import Encoded
+from models.runtime import BundleScorer
 from training.data import PreferencePair
-from training.evaluate import main, pair_metrics, rankdata, spearman
+from training.evaluate import main, pair_metrics, rankdata, score_pairs, spearman
 
 
 def test_rankdata_and_spearman_match_definitions() -> None:
@@ -30,6 +34,26 @@ def test_pair_metrics_count_ties_as_wrong() -> None:
     assert m["length_baseline"] == pytest.approx(1 / 3)
     assert m["mean_margin"] == pytest.approx((1 + 0 - 1) / 3)
     assert m["n"] == 3
+
+
+def test_texts_repeated_across_pairs_are_scored_once_with_the_same_rewards(tiny_bundle: Path) -> None:
+    answers = ["tea is glad and kind.", "tea is fine.", "tea is junk.", "tea is rude and wrong."]
+    pairs = [PreferencePair("Tell me about tea.", a, b) for i, a in enumerate(answers) for b in answers[i + 1 :]]
+    pairs.append(PreferencePair("Tell me about maps.", "maps are clear.", "maps are junk."))
+    scorer = BundleScorer(read_bundle(tiny_bundle), "fp32", device="cpu")
+    ran: list[int] = []
+    run = scorer.run
+
+    def counting_run(batch: Sequence[Encoded]) -> np.ndarray:
+        ran.append(len(batch))
+        return run(batch)
+
+    scorer.run = counting_run  # type: ignore[method-assign]
+    chosen, rejected, _ = score_pairs(scorer, pairs)
+    assert sum(ran) == 4 + 2  # 14 texts in the pairs, 6 distinct
+    for i, p in enumerate(pairs):
+        alone = scorer.score([p.prompt, p.prompt], [p.chosen, p.rejected], max_batch_size=1)
+        np.testing.assert_allclose([chosen[i], rejected[i]], alone, atol=1e-5)
 
 
 def test_cli_scores_the_bundle_and_writes_json_and_png(tiny_bundle: Path, synthetic_data: Path, tmp_path: Path) -> None:
@@ -57,7 +81,6 @@ def test_cli_scores_the_bundle_and_writes_json_and_png(tiny_bundle: Path, synthe
     assert report["files"][str(synthetic_data)]["accuracy"] == 1.0
     assert plot.read_bytes()[:4] == b"\x89PNG"
     # --held-out re-applies the fit's prompt split: the same pairs the bundle's own eval metrics used.
-    from models.bundle import read_bundle
 
     assert report["overall"]["n"] == read_bundle(tiny_bundle).meta.eval_metrics["fp32"]["overall"]["n"]
 

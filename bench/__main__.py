@@ -118,8 +118,8 @@ def latency_overhead(
     )
     print(
         f"  1 client x 1 pair: service p50 {latency['p50_ms']:.1f} ms, offline p50 {latency['offline_p50_ms']:.1f}"
-        f" ms, paired overhead {latency['overhead_ms']:.1f} ms (tokenising {latency['tokenize_p50_ms']:.1f} ms;"
-        f" beyond it {latency['overhead_beyond_tokenize_ms']:.1f} ms)",
+        f" ms, paired overhead {latency['overhead_ms']:.1f} ms (httpx client {latency['overhead_httpx_ms']:.1f} ms;"
+        f" tokenising {latency['tokenize_p50_ms']:.1f} ms; beyond it {latency['overhead_beyond_tokenize_ms']:.1f} ms)",
         flush=True,
     )
     return latency

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -104,6 +107,30 @@ def batching_stats(before: dict[str, float], after: dict[str, float]) -> dict[st
     }
 
 
+class StdlibClient:
+    """Keep-alive HTTP/1.1 POSTs of JSON over the standard library's http.client.
+
+    The least client-side work per request of the Python clients tried: the latency it sees is the server's,
+    where httpx adds its own request building and parsing (reported beside it as the heavier client's view).
+    """
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=600)
+
+    def post(self, path: str, body: Any) -> bytes:
+        data = json.dumps(body).encode()
+        self.connection.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+        response = self.connection.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"POST {path}: HTTP {response.status}: {payload[:200]!r}")
+        return payload
+
+    def close(self) -> None:
+        self.connection.close()
+
+
 def paired_latency(
     url: str,
     prompts: Sequence[str],
@@ -116,39 +143,48 @@ def paired_latency(
 
     Pairing each request with its own offline run cancels the machine's drift (this box is shared and its speed
     wanders by tens of percent over minutes), so the median difference is the serving overhead itself:
-    HTTP, JSON, validation, tokenisation, queueing and thread hand-offs. With `tokenize_offline`, the same pair is
-    also tokenised in-process, and the overhead beyond that (the serving path's own cost) is reported too.
+    HTTP, JSON, validation, tokenisation, queueing and thread hand-offs. Each pair is sent twice, once with the
+    standard library's client (the headline: the server's own cost) and once with httpx (what a client built on
+    it sees). With `tokenize_offline`, the same pair is also tokenised in-process, and the overhead beyond that
+    (the serving path's own cost) is reported too.
     """
-    service, offline, overhead, tokenize, beyond = [], [], [], [], []
+    samples: dict[str, list[float]] = {k: [] for k in ("service", "offline", "overhead", "httpx", "tokenize", "beyond")}
+    stdlib = StdlibClient(url)
     with httpx.Client(base_url=url, timeout=600) as http:
-        http.post("/score", json={"items": [{"prompt": prompts[0], "completion": completions[0]}]})
+        warm = {"items": [{"prompt": prompts[0], "completion": completions[0]}]}
+        http.post("/score", json=warm).raise_for_status()
+        stdlib.post("/score", warm)
         score_offline(0)
         for _ in range(repeats):
             for i in range(len(prompts)):
                 started = time.perf_counter()
                 score_offline(i)
                 alone = time.perf_counter() - started
+                body = {"items": [{"prompt": prompts[i], "completion": completions[i]}]}
+                started = time.perf_counter()
+                stdlib.post("/score", body)
+                served = time.perf_counter() - started
+                started = time.perf_counter()
+                http.post("/score", json=body).raise_for_status()
+                samples["httpx"].append(time.perf_counter() - started - alone)
+                samples["service"].append(served)
+                samples["offline"].append(alone)
+                samples["overhead"].append(served - alone)
                 if tokenize_offline is not None:
                     started = time.perf_counter()
                     tokenize_offline(i)
-                    tokenize.append(time.perf_counter() - started)
-                body = {"items": [{"prompt": prompts[i], "completion": completions[i]}]}
-                started = time.perf_counter()
-                response = http.post("/score", json=body)
-                served = time.perf_counter() - started
-                response.raise_for_status()
-                service.append(served)
-                offline.append(alone)
-                overhead.append(served - alone)
-                if tokenize:
-                    beyond.append(served - alone - tokenize[-1])
+                    samples["tokenize"].append(time.perf_counter() - started)
+                    samples["beyond"].append(served - alone - samples["tokenize"][-1])
+    stdlib.close()
+    median = {k: statistics.median(v) * 1000 for k, v in samples.items() if v}
     result = {
-        "p50_ms": statistics.median(service) * 1000,
-        "offline_p50_ms": statistics.median(offline) * 1000,
-        "overhead_ms": statistics.median(overhead) * 1000,
-        "samples": len(overhead),
+        "p50_ms": median["service"],
+        "offline_p50_ms": median["offline"],
+        "overhead_ms": median["overhead"],
+        "overhead_httpx_ms": median["httpx"],
+        "samples": len(samples["overhead"]),
     }
-    if beyond:
-        result["tokenize_p50_ms"] = statistics.median(tokenize) * 1000
-        result["overhead_beyond_tokenize_ms"] = statistics.median(beyond) * 1000
+    if "tokenize" in median:
+        result["tokenize_p50_ms"] = median["tokenize"]
+        result["overhead_beyond_tokenize_ms"] = median["beyond"]
     return result

@@ -19,6 +19,58 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection over asyncio streams, as a closed-loop client holds one.
+
+    The load generator shares the server's two cores, so its own CPU per request is taken from the server:
+    this costs a few lines of parsing per request, where an httpx pool's bookkeeping grows with the number of
+    open connections (measured in docs/benchmarks.md).
+    """
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode("ascii") + body)
+        status = int((await self.reader.readline()).split()[1])
+        length, chunked, close = 0, False, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "transfer-encoding":
+                chunked = "chunked" in value
+            elif name == "connection":
+                close = value == "close"
+        if chunked:
+            parts = []
+            while size := int((await self.reader.readline()).split(b";")[0], 16):
+                parts.append(await self.reader.readexactly(size + 2))
+            await self.reader.readline()
+            payload = b"".join(p[:-2] for p in parts)
+        else:
+            payload = await self.reader.readexactly(length)
+        if close:
+            await self.close()
+        return status, payload
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+
 async def run_load(
     url: str,
     prompts: Sequence[str],
@@ -31,44 +83,48 @@ async def run_load(
 ) -> dict[str, Any]:
     """Send `requests` requests from `clients` concurrent clients; throughput and latency percentiles.
 
-    With `with_metrics`, the service's batch size and padding over exactly the measured interval are added.
+    Each client holds one keep-alive connection. With `with_metrics`, the service's batch size and padding over
+    exactly the measured interval are added.
     """
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     next_request = 0
     n = len(prompts)
 
-    def payload(i: int) -> dict[str, Any]:
+    def payload(i: int) -> bytes:
         start = (i * pairs_per_request) % n
         idx = [(start + j) % n for j in range(pairs_per_request)]
-        return {"items": [{"prompt": prompts[j], "completion": completions[j]} for j in idx]}
+        return json.dumps({"items": [{"prompt": prompts[j], "completion": completions[j]} for j in idx]}).encode()
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client(connection: Connection) -> None:
         nonlocal next_request
         while next_request < requests:
             i = next_request
             next_request += 1
             body = payload(i)
             started = time.perf_counter()
-            response = await http.post(path, json=body)
+            status, _ = await connection.post(path, body)
             latencies.append(time.perf_counter() - started)
-            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            statuses[status] = statuses.get(status, 0) + 1
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
+    connections = [Connection(url) for _ in range(clients)]
+    try:
         # Warm-up: a few requests open connections and touch every code path; they are not measured.
         warm = min(clients, 8)
         requests, measured = warm, requests
-        await asyncio.gather(*(client(http) for _ in range(warm)))
+        await asyncio.gather(*(client(c) for c in connections[:warm]))
         requests = measured
         latencies.clear()
         statuses.clear()
         next_request = 0
         before = scrape(url) if with_metrics else {}
         started = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(clients)))
+        await asyncio.gather(*(client(c) for c in connections))
         elapsed = time.perf_counter() - started
         batching = batching_stats(before, scrape(url)) if with_metrics else {}
+    finally:
+        for c in connections:
+            await c.close()
     ok = statuses.get(200, 0)
     return batching | {
         "clients": clients,

@@ -36,9 +36,22 @@ def targets(result: dict[str, Any]) -> list[tuple[str, float | None, str, bool |
         add("int8 / ORT fp32 (offline, best batch each)", ratio, "≥ 1.6", ratio >= 1.6)
     for precision, ceiling in (("int8", int8), ("fp32", fp32)):
         row = server_row(srv, "service", precision, 64, 1)
+        if row and row.get("ceiling_pairs_per_s"):
+            # The ceiling re-measured beside each load run: the two figures are seconds apart, not minutes.
+            ratio = row["pairs_per_s"] / row["ceiling_pairs_per_s"]
+            add(
+                f"service {precision} @64 clients ×1 pair / offline ceiling measured beside it",
+                ratio,
+                "≥ 0.85",
+                ratio >= 0.85,
+            )
         if row and ceiling:
             ratio = row["pairs_per_s"] / ceiling["pairs_per_s"]
-            add(f"service {precision} @64 clients ×1 pair / offline ceiling", ratio, "≥ 0.85", ratio >= 0.85)
+            name = f"service {precision} @64 clients ×1 pair / offline ceiling"
+            if row.get("ceiling_pairs_per_s"):
+                add(f"  {name} of the offline section (minutes earlier)", ratio, "context, not a target", None)
+            else:
+                add(name, ratio, "≥ 0.85", ratio >= 0.85)
         if row:
             add(
                 f"padding fraction @64 clients ({precision})",
@@ -88,14 +101,15 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {r['runtime']} | {r['batch']} | {r['pairs_per_s']:.1f} | {r['tokens_per_s']:.0f} |")
     lines += [
         "",
-        "| server | precision | clients | pairs/request | pairs/s | p50 ms | p99 ms | mean batch | padding |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| server | precision | clients | pairs/request | pairs/s | ceiling beside it | p50 ms | p99 ms | mean batch"
+        " | padding |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["servers"]:
         lines.append(
             f"| {r['server']} | {r['precision']} | {r['clients']} | {r['pairs_per_request']} | {r['pairs_per_s']:.1f}"
-            f" | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r.get('mean_batch_size', float('nan')):.1f}"
-            f" | {r.get('padding_fraction', float('nan')):.3f} |"
+            f" | {r.get('ceiling_pairs_per_s', float('nan')):.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f}"
+            f" | {r.get('mean_batch_size', float('nan')):.1f} | {r.get('padding_fraction', float('nan')):.3f} |"
         )
     flops = result["flops"]
     lines += [

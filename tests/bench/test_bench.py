@@ -22,6 +22,7 @@ def test_quick_benchmark_runs_and_reports(tiny_bundle: Path, tmp_path: Path) -> 
     servers = {(r["server"], r["precision"]) for r in result["servers"]}
     assert servers == {("service", "fp32"), ("service", "int8"), ("naive", "fp32")}
     assert all(r["statuses"] == {"200": r["requests"]} for r in result["servers"])
+    assert all(r["ceiling_pairs_per_s"] > 0 for r in result["servers"] if r["server"] == "service")
     assert result["scaling"]["ratio"] > 0 and result["targets"]
     latency = result["latency"]
     assert latency["samples"] == result["pairs"] and latency["p50_ms"] > 0 and latency["offline_p50_ms"] > 0

@@ -62,49 +62,60 @@ class Server:
         self.proc.wait(60)
 
 
-def measure_server(
-    server: Server,
-    name: str,
+def measure_servers(
+    servers: dict[tuple[str, str], Server],
     prompts: list[str],
     completions: list[str],
     args: argparse.Namespace,
-    ceiling: Callable[[], float] | None = None,
+    ceilings: dict[tuple[str, str], Callable[[], float]],
 ) -> list[dict[str, Any]]:
-    """Load rows for every (clients, pairs per request); with `ceiling`, the offline ceiling is re-measured right
-    before each load run, so the service/ceiling ratio compares figures taken a few seconds apart (this VM's
-    speed drifts by tens of percent over the minutes between the offline section and the load section)."""
+    """Load rows for every (clients, pairs per request) and every server, keyed (name, precision).
+
+    The servers run side by side, idle while another is measured, and each repeat measures them in turn, so a
+    ratio between two servers compares runs seconds apart. Where `ceilings` has the server, the offline ceiling
+    is re-measured right before each of its load runs too. (This VM's speed drifts by tens of percent over the
+    minutes a section takes: figures from separate sections do not compare.)
+    """
     rows = []
     for clients in args.clients:
         for k in args.pairs_per_request:
             # Every client sends at least one request, and each measurement covers at least --min-pairs pairs.
             requests = max(clients, -(-args.min_pairs // k))
-            runs, beside = [], []
+            runs: dict[tuple[str, str], list[dict[str, Any]]] = {key: [] for key in servers}
+            beside: dict[tuple[str, str], list[float]] = {key: [] for key in servers}
             for _ in range(args.repeats):
-                if ceiling is not None:
-                    beside.append(ceiling())
-                runs.append(
-                    asyncio.run(
-                        run_load(server.url, prompts, completions, clients, k, requests, with_metrics=name == "service")
+                for key, server in servers.items():
+                    if key in ceilings:
+                        beside[key].append(ceilings[key]())
+                    load = run_load(
+                        server.url, prompts, completions, clients, k, requests, with_metrics=key[0] == "service"
                     )
+                    runs[key].append(asyncio.run(load))
+            for (name, precision), measured in runs.items():
+                best = sorted(measured, key=lambda r: r["pairs_per_s"])[len(measured) // 2]
+                if beside[(name, precision)]:
+                    best["ceiling_pairs_per_s"] = statistics.median(beside[(name, precision)])
+                rows.append({"server": name, "precision": precision, **best})
+                print(
+                    f"  {name:>8} {precision} clients={clients:>3} pairs/request={k:>2}: {best['pairs_per_s']:7.1f} "
+                    f"pairs/s p50 {best['p50_ms']:7.1f} ms p99 {best['p99_ms']:7.1f} ms {best['statuses']}",
+                    flush=True,
                 )
-            best = sorted(runs, key=lambda r: r["pairs_per_s"])[len(runs) // 2]
-            if beside:
-                best["ceiling_pairs_per_s"] = statistics.median(beside)
-            rows.append({"server": name, **best})
-            print(
-                f"  {name:>8} clients={clients:>3} pairs/request={k:>2}: {best['pairs_per_s']:7.1f} pairs/s "
-                f"p50 {best['p50_ms']:7.1f} ms p99 {best['p99_ms']:7.1f} ms {best['statuses']}",
-                flush=True,
-            )
     return rows
 
 
 def request_scaling(url: str, prompts: list[str], completions: list[str], args: argparse.Namespace) -> dict[str, float]:
-    """Cost of one big request vs many small ones from one client: no step may be quadratic in request size."""
+    """Cost of one big request vs many small ones from one client: no step may be quadratic in request size.
+
+    Small and big requests alternate, one round per repeat, so both halves see the same machine speed.
+    """
     big = min(512, len(prompts)) if not args.quick else 64
     small = 16 if not args.quick else 4
-    t_small = asyncio.run(run_load(url, prompts, completions, 1, small, max(8, big // small)))["mean_ms"]
-    t_big = asyncio.run(run_load(url, prompts, completions, 1, big, 3))["mean_ms"]
+    smalls, bigs = [], []
+    for _ in range(args.repeats):
+        smalls.append(asyncio.run(run_load(url, prompts, completions, 1, small, max(4, big // small // 4)))["mean_ms"])
+        bigs.append(asyncio.run(run_load(url, prompts, completions, 1, big, 1))["mean_ms"])
+    t_small, t_big = statistics.median(smalls), statistics.median(bigs)
     return {
         "small_pairs": small,
         "big_pairs": big,
@@ -223,50 +234,32 @@ def main(argv: list[str] | None = None) -> int:
     peak, derivation = peak_flops(args.threads)
     result["flops"] = {"per_token": flops, "mean_tokens": mean_tokens, "peak": peak, "peak_derivation": derivation}
 
-    servers: list[dict[str, Any]] = []
     server_precisions = args.server_precisions or ["int8" if "int8" in bundle.meta.precisions else "fp32"]
-    for precision in [p for p in server_precisions if p in bundle.meta.precisions]:
-        port = free_port()
-        env = {"RM_INTRA_OP_THREADS": str(args.threads), "RM_PRECISION": precision, "RM_LOG_LEVEL": "warning"}
-        server = Server(
-            [sys.executable, "-m", "service", "--model-dir", args.bundle, "--port", str(port)], port, "/readyz", env
-        )
-        try:
+    server_precisions = [p for p in server_precisions if p in bundle.meta.precisions]
+    running: dict[tuple[str, str], Server] = {}
+    ceilings: dict[tuple[str, str], Callable[[], float]] = {}
+    try:
+        for precision in server_precisions:
+            port = free_port()
+            env = {"RM_INTRA_OP_THREADS": str(args.threads), "RM_PRECISION": precision, "RM_LOG_LEVEL": "warning"}
+            command = [sys.executable, "-m", "service", "--model-dir", args.bundle, "--port", str(port)]
+            running[("service", precision)] = Server(command, port, "/readyz", env)
             rows = [r for r in offline if r["runtime"] == f"ORT {precision}"]
             batch = max(rows, key=lambda r: r["pairs_per_s"])["batch"] if rows else 4
-            ceiling = ceiling_pass(bundle, precision, encoded, batch, args)
-            servers += [
-                r | {"precision": precision}
-                for r in measure_server(server, "service", prompts, completions, args, ceiling)
-            ]
-            if precision == server_precisions[0]:
-                result["scaling"] = request_scaling(server.url, prompts, completions, args)
-                result["latency"] = latency_overhead(server.url, bundle, precision, prompts, completions, args)
-        finally:
+            ceilings[("service", precision)] = ceiling_pass(bundle, precision, encoded, batch, args)
+        if not args.no_peers and torch_model.is_dir():
+            port = free_port()
+            command = [sys.executable, "-m", "bench.naive_server", "--model", str(torch_model), "--bundle"]
+            command += [args.bundle, "--port", str(port), "--threads", str(args.threads)]
+            running[("naive", "fp32")] = Server(command, port, "/healthz")
+        servers = measure_servers(running, prompts, completions, args, ceilings)
+        if server_precisions:
+            first = running[("service", server_precisions[0])]
+            result["scaling"] = request_scaling(first.url, prompts, completions, args)
+            result["latency"] = latency_overhead(first.url, bundle, server_precisions[0], prompts, completions, args)
+    finally:
+        for server in running.values():
             server.stop()
-    if not args.no_peers and torch_model.is_dir():
-        port = free_port()
-        naive = Server(
-            [
-                sys.executable,
-                "-m",
-                "bench.naive_server",
-                "--model",
-                str(torch_model),
-                "--bundle",
-                args.bundle,
-                "--port",
-                str(port),
-                "--threads",
-                str(args.threads),
-            ],
-            port,
-            "/healthz",
-        )
-        try:
-            servers += [r | {"precision": "fp32"} for r in measure_server(naive, "naive", prompts, completions, args)]
-        finally:
-            naive.stop()
     result["servers"] = servers
     result["accuracy"] = {p: bundle.meta.eval_metrics.get(p, {}).get("overall") for p in bundle.meta.precisions}
     result["int8"] = bundle.meta.parity.get("int8")

@@ -67,7 +67,9 @@ def targets(result: dict[str, Any]) -> list[tuple[str, float | None, str, bool |
             add(f"service {precision} / naive serve_rm-style @64 clients", ratio, "≥ 1.5", ratio >= 1.5)
     scaling = result.get("scaling")
     if scaling:
-        add("512-pair request / (32 × 16-pair request)", scaling["ratio"], "≤ 1.1", scaling["ratio"] <= 1.1)
+        big, small = scaling["big_pairs"], scaling["small_pairs"]
+        name = f"{big}-pair request / ({big // small} × {small}-pair request)"
+        add(name, scaling["ratio"], "≤ 1.1", scaling["ratio"] <= 1.1)
     latency = result.get("latency")
     if latency:
         add(

@@ -27,6 +27,7 @@ from .offline import (
     cross_encoder_offline,
     forward_flops_per_token,
     ort_offline,
+    ort_pass,
     peak_flops,
     torch_offline,
 )
@@ -129,17 +130,14 @@ def ceiling_pass(
     bundle: Any, precision: str, encoded: list[Any], batch: int, args: argparse.Namespace
 ) -> Callable[[], float]:
     """One offline pass over the sample at the ceiling's best batch size, as `ort_offline` runs it: pairs/s."""
-    from models.batching import plan_batches
     from models.runtime import BundleScorer
 
-    scorer = BundleScorer(bundle, precision, device="auto", intra_op_threads=args.threads)
-    batches = [[encoded[i] for i in b] for b in plan_batches([len(e) for e in encoded], 10**9, batch)]
-    scorer.run(batches[0])
+    one_pass = ort_pass(BundleScorer(bundle, precision, device="auto", intra_op_threads=args.threads), encoded, batch)
+    one_pass()  # warm-up
 
     def run() -> float:
         started = time.perf_counter()
-        for b in batches:
-            scorer.run(b)
+        one_pass()
         return len(encoded) / (time.perf_counter() - started)
 
     return run

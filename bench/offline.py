@@ -13,6 +13,7 @@ import numpy as np
 
 from models.batching import plan_batches
 from models.bundle import Bundle
+from models.formatting import Encoded
 from models.runtime import BundleScorer
 
 
@@ -63,16 +64,20 @@ def ort_offline(
     encoded = scorer.encode(prompts, completions)
     tokens = sum(len(e) for e in encoded)
 
-    def one_pass(size: int) -> Callable[[], object]:
-        batches = [[encoded[i] for i in b] for b in plan_batches([len(e) for e in encoded], 10**9, size)]
+    return rate_rows(
+        f"ORT {precision}", batch_sizes, lambda size: ort_pass(scorer, encoded, size), len(encoded), tokens, repeats
+    )
 
-        def run() -> None:
-            for batch in batches:
-                scorer.run(batch)
 
-        return run
+def ort_pass(scorer: BundleScorer, encoded: Sequence[Encoded], size: int) -> Callable[[], None]:
+    """One offline pass: every encoded pair scored once, in length-sorted batches of `size`."""
+    batches = [[encoded[i] for i in b] for b in plan_batches([len(e) for e in encoded], 10**9, size)]
 
-    return rate_rows(f"ORT {precision}", batch_sizes, one_pass, len(encoded), tokens, repeats)
+    def run() -> None:
+        for batch in batches:
+            scorer.run(batch)
+
+    return run
 
 
 def torch_offline(

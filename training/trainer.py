@@ -21,19 +21,16 @@ from .loss import bradley_terry_loss
 
 
 class PairDataset(Dataset[dict[str, Any]]):
-    """Pairs tokenised once, up front, through the same Formatter the service uses; each distinct text numbered."""
+    """Pairs tokenised once, up front, through the same Formatter the service uses, grouped by prompt."""
 
     def __init__(self, pairs: Sequence[PreferencePair], formatter: Formatter) -> None:
         chosen = formatter.encode_many([p.prompt for p in pairs], [p.chosen for p in pairs])
         rejected = formatter.encode_many([p.prompt for p in pairs], [p.rejected for p in pairs])
-        _, text_ids = dedupe(chosen + rejected)
         self.items = [
-            {"chosen": c, "rejected": r, "margin": p.margin or 0.0, "chosen_id": ci, "rejected_id": ri}
-            for p, c, r, ci, ri in zip(
-                pairs, chosen, rejected, text_ids[: len(pairs)], text_ids[len(pairs) :], strict=True
-            )
+            {"chosen": c, "rejected": r, "margin": p.margin or 0.0}
+            for p, c, r in zip(pairs, chosen, rejected, strict=True)
         ]
-        self.distinct_texts = len(set(text_ids))
+        self.distinct_texts = len(dedupe(chosen + rejected)[0])
         self.widths = [max(len(c), len(r)) for c, r in zip(chosen, rejected, strict=True)]
         self.truncated = sum(c.truncated or r.truncated for c, r in zip(chosen, rejected, strict=True))
         by_prompt: dict[str, list[int]] = {}
@@ -128,15 +125,10 @@ class PairCollator:
         self.pad_id = pad_id
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        rows: dict[int, int] = {}
-        texts: list[Encoded] = []
-        for side in ("chosen", "rejected"):  # chosen rows first, as each row's position does not matter
-            for f in features:
-                if rows.setdefault(f[f"{side}_id"], len(texts)) == len(texts):
-                    texts.append(f[side])
+        texts, rows = dedupe([f["chosen"] for f in features] + [f["rejected"] for f in features])
         batch = pad_batch(texts, self.pad_id)
-        batch["chosen_row"] = torch.tensor([rows[f["chosen_id"]] for f in features])
-        batch["rejected_row"] = torch.tensor([rows[f["rejected_id"]] for f in features])
+        batch["chosen_row"] = torch.tensor(rows[: len(features)])
+        batch["rejected_row"] = torch.tensor(rows[len(features) :])
         batch["margin"] = torch.tensor([f["margin"] for f in features], dtype=torch.float32)
         return batch
 

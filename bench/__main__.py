@@ -31,6 +31,7 @@ from .offline import (
     peak_flops,
     torch_offline,
 )
+from .queue import queue_scaling
 
 
 def free_port() -> int:
@@ -105,24 +106,29 @@ def measure_servers(
     return rows
 
 
-def request_scaling(url: str, prompts: list[str], completions: list[str], args: argparse.Namespace) -> dict[str, float]:
+def request_scaling(url: str, args: argparse.Namespace) -> dict[str, float]:
     """Cost of one big request vs many small ones from one client: no step may be quadratic in request size.
 
-    Small and big requests alternate, one round per repeat, so both halves see the same machine speed.
+    Both halves score the same pairs (a sample of their own, as large as the big request, so no pair repeats
+    inside it): the big request sends them at once, the small ones in order. Small and big alternate, one round
+    per repeat, so both halves see the same machine speed.
     """
-    big = 512 if not args.quick else 64  # requests cycle through the sample, so any size works
+    big = 512 if not args.quick else 64
     small = 16 if not args.quick else 4
+    prompts, completions, _ = data.sample(big, seed=1)
+    big = len(prompts)  # the shared files may hold fewer distinct pairs than asked for
     smalls, bigs = [], []
     for _ in range(args.repeats):
-        smalls.append(asyncio.run(run_load(url, prompts, completions, 1, small, max(4, big // small // 4)))["mean_ms"])
-        bigs.append(asyncio.run(run_load(url, prompts, completions, 1, big, 1))["mean_ms"])
+        smalls.append(asyncio.run(run_load(url, prompts, completions, 1, small, big // small))["elapsed_s"])
+        bigs.append(asyncio.run(run_load(url, prompts, completions, 1, big, 1))["elapsed_s"])
     t_small, t_big = statistics.median(smalls), statistics.median(bigs)
     return {
         "small_pairs": small,
         "big_pairs": big,
-        "small_ms": t_small,
-        "big_ms": t_big,
-        "ratio": t_big / (big / small * t_small),
+        "small_requests": big // small,
+        "small_total_ms": t_small * 1000,
+        "big_ms": t_big * 1000,
+        "ratio": t_big / t_small * (big // small * small) / big,
     }
 
 
@@ -253,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         servers = measure_servers(running, prompts, completions, args, ceilings)
         if server_precisions:
             first = running[("service", server_precisions[0])]
-            result["scaling"] = request_scaling(first.url, prompts, completions, args)
+            result["scaling"] = request_scaling(first.url, args)
+            result["queue"] = queue_scaling(512, 8192 if not args.quick else 2048, args.repeats)
             result["latency"] = latency_overhead(first.url, bundle, server_precisions[0], prompts, completions, args)
     finally:
         for server in running.values():

@@ -130,6 +130,7 @@ async def run_load(
         "clients": clients,
         "pairs_per_request": pairs_per_request,
         "requests": requests,
+        "elapsed_s": elapsed,
         "pairs_per_s": ok * pairs_per_request / elapsed,
         "p50_ms": percentile(latencies, 0.50) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,

@@ -68,8 +68,13 @@ def targets(result: dict[str, Any]) -> list[tuple[str, float | None, str, bool |
     scaling = result.get("scaling")
     if scaling:
         big, small = scaling["big_pairs"], scaling["small_pairs"]
-        name = f"{big}-pair request / ({big // small} × {small}-pair request)"
+        name = f"{big}-pair request / ({big // small} × {small}-pair requests, same pairs)"
         add(name, scaling["ratio"], "≤ 1.1", scaling["ratio"] <= 1.1)
+    queue = result.get("queue")
+    if queue:
+        big, small = queue["big_pairs"], queue["small_pairs"]
+        name = f"  the batch queue alone: cost per pair draining {big} / {small} queued pairs"
+        add(name, queue["ratio"], "context (≈ 1: linear)", None)
     latency = result.get("latency")
     if latency:
         add(

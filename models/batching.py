@@ -41,36 +41,42 @@ def pick_batch(
 ) -> list[int]:
     """The batch to run next: the `anchor` item (the oldest waiting) and the neighbours in length that fit.
 
-    Grows a window over the items sorted by length, starting at the anchor and adding whichever neighbour
-    (next shorter or next longer) pads less, while the batch stays within the padded-token budget, the size
-    limit and `max_padding` (the share of computed tokens that would be padding). On CPU, where a pair costs
-    about the same alone as in a batch, padding is pure waste, so the default bound is tight; on GPU, batch
-    size matters more and the bound can be looser. Returns indices into `lengths`, anchor included.
+    Returns indices into `lengths`, anchor included; see `grow_window` for the rule. Sorts, so O(n log n): a
+    queue that picks batch after batch keeps its keys sorted and calls `grow_window` itself.
     """
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    pos = order.index(anchor)
+    keys = sorted((n, i) for i, n in enumerate(lengths))
+    lo, hi = grow_window(keys, keys.index((lengths[anchor], anchor)), max_batch_tokens, max_batch_size, max_padding)
+    return [i for _, i in keys[lo : hi + 1]]
+
+
+def grow_window(
+    keys: Sequence[tuple[int, int]], pos: int, max_batch_tokens: int, max_batch_size: int, max_padding: float
+) -> tuple[int, int]:
+    """The batch around `keys[pos]` in `keys`, (length, id) pairs sorted ascending: (lo, hi), inclusive.
+
+    Grows a window from `pos`, adding whichever neighbour (next shorter or next longer) pads less, while the
+    batch stays within the padded-token budget, the size limit and `max_padding` (the share of computed tokens
+    that would be padding). On CPU, where a pair costs about the same alone as in a batch, padding is pure
+    waste, so the default bound is tight; on GPU, batch size matters more and the bound can be looser.
+    Touches only the window and its two neighbours: O(batch size), whatever the queue's length.
+    """
     lo = hi = pos
-    total = lengths[anchor]
+    total = keys[pos][0]
 
     def fits(count: int, longest: int, real: int) -> bool:
         padded = count * longest
         return count <= max_batch_size and padded <= max_batch_tokens and 1 - real / padded <= max_padding
 
     while True:
-        options = []
-        if lo > 0:
-            shorter = lengths[order[lo - 1]]
-            options.append((lo - 1, hi, total + shorter))
-        if hi < len(order) - 1:
-            longer = lengths[order[hi + 1]]
-            options.append((lo, hi + 1, total + longer))
         best = None
-        for new_lo, new_hi, new_total in options:
-            count, longest = new_hi - new_lo + 1, lengths[order[new_hi]]
+        for new_lo, new_hi, added in ((lo - 1, hi, lo - 1), (lo, hi + 1, hi + 1)):
+            if added < 0 or added >= len(keys):
+                continue
+            count, longest, new_total = new_hi - new_lo + 1, keys[new_hi][0], total + keys[added][0]
             if fits(count, longest, new_total):
                 waste = count * longest - new_total
                 if best is None or waste < best[0]:
                     best = (waste, new_lo, new_hi, new_total)
         if best is None:
-            return [order[i] for i in range(lo, hi + 1)]
+            return lo, hi
         _, lo, hi, total = best

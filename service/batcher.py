@@ -12,9 +12,12 @@ instead of waiting forever.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import functools
+import itertools
 import logging
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.batching import pick_batch
+from models.batching import grow_window
 
 from .errors import InferenceFailed, NotReady, Overloaded
 
@@ -75,7 +78,12 @@ class MicroBatcher:
         self._observe = observe
         self._on_error = on_error
         self._on_drop = on_drop
-        self._pending: deque[_Pending] = deque()
+        # Two views of the waiting pairs, both keyed by arrival number: in arrival order (the oldest anchors the next
+        # batch) and sorted by (length, arrival) (its neighbours in length join it). Taking a batch touches only
+        # that batch, so a queue of n pairs drains in O(n log n), not O(n^2) (a 512-pair request is 128 batches).
+        self._pending: OrderedDict[int, _Pending] = OrderedDict()
+        self._by_length: list[tuple[int, int]] = []
+        self._numbers = itertools.count()
         self._pending_tokens = 0
         self._waiting = 0  # queued pairs whose batch has not started
         self._reserved = 0  # admitted pairs still being tokenised; with _waiting, what the queue bound counts
@@ -125,9 +133,12 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         futures = []
         for item in items:
+            number = next(self._numbers)
             entry = _Pending(item, loop.create_future(), len(item))
-            self._pending.append(entry)
+            self._pending[number] = entry
+            bisect.insort(self._by_length, (entry.length, number))
             self._pending_tokens += entry.length
+            entry.future.add_done_callback(functools.partial(self._forget, number))
             futures.append(entry.future)
         self._waiting += len(items)
         self._arrived.set()
@@ -151,7 +162,10 @@ class MicroBatcher:
                 await self._arrived.wait()
                 continue
             await self._slots.acquire()
-            deadline = self._pending[0].enqueued + self.max_wait
+            if not self._pending:  # every waiting pair was cancelled while the workers were busy
+                self._slots.release()
+                continue
+            deadline = next(iter(self._pending.values())).enqueued + self.max_wait
             while not self._full() and not self._closed and (remaining := deadline - time.perf_counter()) > 0:
                 self._arrived.clear()
                 try:
@@ -166,30 +180,37 @@ class MicroBatcher:
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
+    def _forget(self, number: int, future: asyncio.Future[float]) -> None:
+        """Done callback: a waiting pair whose future was cancelled (its client went away) leaves the queue."""
+        if future.cancelled() and number in self._pending:
+            entry = self._pending.pop(number)
+            del self._by_length[bisect.bisect_left(self._by_length, (entry.length, number))]
+            self._pending_tokens -= entry.length
+            self._waiting -= 1
+            if self._on_drop:
+                self._on_drop(1)
+
     def _take_batch(self) -> list[_Pending]:
-        """Drop cancelled pairs, then take the oldest pair and its nearest neighbours in length.
+        """Take the oldest pair and its nearest neighbours in length.
 
         Anchoring on the oldest pair keeps the queue first-come-first-served (nothing starves) while every
         batch is made of pairs of similar length (bounded padding).
         """
-        live = [p for p in self._pending if not p.future.done()]
-        dropped = len(self._pending) - len(live)
-        if dropped:
-            self._waiting -= dropped
-            if self._on_drop:
-                self._on_drop(dropped)
-        if not live:
-            self._pending.clear()
-            self._pending_tokens = 0
+        if not self._pending:
             return []
-        # live is in arrival order: index 0 is the oldest, and its batch runs next.
-        lengths = [p.length for p in live]
-        chosen = pick_batch(lengths, 0, self.max_batch_tokens, self.max_batch_size, self.max_padding)
-        taken = set(chosen)
-        self._pending = deque(p for i, p in enumerate(live) if i not in taken)
-        self._pending_tokens = sum(p.length for p in self._pending)
-        self._waiting -= len(chosen)
-        return [live[i] for i in chosen]
+        number, oldest = next(iter(self._pending.items()))
+        pos = bisect.bisect_left(self._by_length, (oldest.length, number))
+        lo, hi = grow_window(self._by_length, pos, self.max_batch_tokens, self.max_batch_size, self.max_padding)
+        taken = self._by_length[lo : hi + 1]
+        del self._by_length[lo : hi + 1]
+        entries = [self._pending.pop(n) for _, n in taken]
+        self._pending_tokens -= sum(e.length for e in entries)
+        self._waiting -= len(entries)
+        # A future cancelled since its callback was queued: drop it here rather than run it.
+        live = [e for e in entries if not e.future.done()]
+        if len(live) < len(entries) and self._on_drop:
+            self._on_drop(len(entries) - len(live))
+        return live
 
     async def _run_batch(self, entries: list[_Pending]) -> None:
         try:
@@ -230,9 +251,11 @@ class MicroBatcher:
                 self._loop_task.cancel()
             if self._inflight:
                 await asyncio.wait(set(self._inflight), timeout=timeout)
-        for p in self._pending:
+        for p in self._pending.values():
             if not p.future.done():
                 p.future.set_exception(NotReady("the server is shutting down"))
         self._pending.clear()
+        self._by_length.clear()
+        self._pending_tokens = 0
         self._waiting = 0
         self._pool.shutdown(wait=False, cancel_futures=True)

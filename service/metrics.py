@@ -38,6 +38,9 @@ class Metrics:
         self.tokens = Counter("rm_tokens", "Tokens run by the model, real or padding.", ["kind"], registry=r)
         self.queue_depth = Gauge("rm_queue_depth", "Pairs waiting for a batch.", registry=r)
         self.pairs = Counter("rm_pairs", "Pairs scored.", registry=r)
+        self.repeats = Counter(
+            "rm_repeated_pairs", "Pairs identical to another in the same request, scored once for both.", registry=r
+        )
         self.truncated = Counter("rm_truncated_inputs", "Pairs cut to the model's max length.", registry=r)
         self.scores = Histogram(
             "rm_score", "Raw rewards served (watch for drift and reward hacking).", buckets=SCORES, registry=r

@@ -1,4 +1,4 @@
-"""LoadedModel and Pipeline: validate limits -> tokenise (big requests off the loop) -> batch queue -> ONNX -> gather.
+"""LoadedModel and Pipeline: validate limits -> tokenise, deduplicate -> batch queue -> ONNX -> gather (in order).
 
 Every endpoint scores through `Pipeline.score`; it is testable without HTTP. A request keeps the LoadedModel it
 started with, so a reload that swaps `Pipeline.model` never mixes two models inside one response.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.bundle import Bundle, read_bundle
-from models.formatting import Text
+from models.formatting import Encoded, Text, dedupe
 from models.runtime import CPU, BundleScorer
 
 from .batcher import BatchStats, MicroBatcher
@@ -48,6 +48,14 @@ class ScoreResult:
             return self.raw.tolist()
         mean, std = self.model.normalizer
         return ((self.raw.astype(np.float64) - mean) / std).tolist()
+
+
+def _encode(
+    model: LoadedModel, prompts: Sequence[Text], completions: Sequence[Text]
+) -> tuple[list[Encoded], list[int]]:
+    """Tokenise, then keep one copy of each distinct model input: GRPO groups and best-of-n samples often repeat a
+    completion, and scoring is batch-invariant, so a repeat gets the very same reward without running again."""
+    return dedupe(model.scorer.encode(prompts, completions))
 
 
 class LoadedModel:
@@ -147,13 +155,17 @@ class Pipeline:
         started = time.perf_counter()
         try:
             if _small([*prompts, *completions], self.settings.inline_tokenize_chars):
-                encoded = model.scorer.encode(prompts, completions)  # skips a thread hop; see Settings
+                encoded, index = _encode(model, prompts, completions)  # skips a thread hop; see Settings
             else:
-                encoded = await loop.run_in_executor(self._tokenizer_pool, model.scorer.encode, prompts, completions)
+                encoded, index = await loop.run_in_executor(self._tokenizer_pool, _encode, model, prompts, completions)
         except BaseException:
             model.batcher.release(len(prompts))
             raise
         self.metrics.tokenize_latency.observe(time.perf_counter() - started)
+        repeats = len(index) - len(encoded)
+        if repeats:
+            model.batcher.release(repeats)
+            self.metrics.repeats.inc(repeats)
         futures = model.batcher.submit_many(encoded, admitted=True)
         try:
             scores = await asyncio.gather(*futures)
@@ -161,8 +173,8 @@ class Pipeline:
             for f in futures:
                 f.cancel()  # the client left or a batch failed: drop this request's pairs still queued
             raise
-        raw = np.asarray(scores, dtype=np.float32)
-        truncated = sum(e.truncated for e in encoded)
+        raw = np.asarray(scores, dtype=np.float32)[index]
+        truncated = sum(encoded[i].truncated for i in index)
         self.metrics.pairs.inc(len(raw))
         if truncated:
             self.metrics.truncated.inc(truncated)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from models.batching import pick_batch
 from service.batcher import BatchStats, MicroBatcher
 from service.errors import InferenceFailed, Overloaded
 
@@ -121,12 +122,37 @@ def test_cancelled_pairs_are_dropped_before_they_run() -> None:
         gone = b.submit_many([Item(100 + i, 1) for i in range(5)])
         for f in gone:
             f.cancel()
+        await asyncio.sleep(0)  # the cancelled pairs leave the queue at once, not when a batch is next taken
+        assert b.depth <= 1
         assert await asyncio.gather(*keep) == [2]
         await b.close()
         ran = {i.value for batch in seen for i in batch}
         assert ran == {1} and sum(dropped) == 5
 
     asyncio.run(main())
+
+
+def test_batches_follow_the_oldest_first_rule_exactly() -> None:
+    """The queue keeps its pairs sorted incrementally; its batches are those of re-planning from scratch each time."""
+    rng = np.random.default_rng(3)
+    lengths = [int(n) for n in rng.integers(1, 120, size=300)]
+
+    async def main() -> list[list[float]]:
+        seen: list[list[Item]] = []
+        b = MicroBatcher(
+            run(seen), max_batch_tokens=400, max_batch_size=8, max_wait_ms=0, max_queue=1000, max_padding=0.1
+        )
+        b.start()
+        await asyncio.gather(*b.submit_many([Item(i, n) for i, n in enumerate(lengths)]))
+        await b.close()
+        return [sorted(i.value for i in batch) for batch in seen]
+
+    expected, waiting = [], list(range(len(lengths)))
+    while waiting:
+        chosen = {waiting[j] for j in pick_batch([lengths[i] for i in waiting], 0, 400, 8, 0.1)}
+        expected.append(sorted(float(i) for i in chosen))
+        waiting = [i for i in waiting if i not in chosen]
+    assert asyncio.run(main()) == expected
 
 
 def test_close_finishes_accepted_work() -> None:

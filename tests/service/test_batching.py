@@ -60,6 +60,33 @@ def test_scores_do_not_depend_on_where_a_request_is_tokenised(tiny_bundle: Path,
     assert chat.status_code == 200 and np.isfinite(chat.json()["scores"][0])
 
 
+def metric(text: str, name: str) -> float:
+    return sum(float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+@pytest.mark.parametrize("inline_chars", [0, 10**6])
+def test_repeats_in_a_request_run_once_and_get_the_same_score(tiny_bundle: Path, inline_chars: int) -> None:
+    """A GRPO group repeats completions: each distinct input runs once, every copy gets its score, in order."""
+    prompts, completions = random_pairs(3, seed=9)
+    long_text = " ".join(WORDS * 200)  # over the tiny model's max length: truncated, and counted per copy
+    order = [0, 1, 0, 2, 1, 0, 3, 3]
+    pairs = [(prompts[i], completions[i]) if i < 3 else ("why", long_text) for i in order]
+    scorer = BundleScorer(read_bundle(tiny_bundle), "fp32", device="cpu")
+    expected = scorer.score([p for p, _ in pairs], [c for _, c in pairs])
+    items = [{"prompt": p, "completion": c} for p, c in pairs]
+    with make_client(tiny_bundle, precision="fp32", inline_tokenize_chars=inline_chars) as client:
+        before = client.get("/metrics").text
+        body = client.post("/score", json={"items": items}).json()
+        after = client.get("/metrics").text
+    assert np.max(np.abs(np.array(body["scores"]) - expected)) <= 1e-6
+    assert body["scores"][0] == body["scores"][2] == body["scores"][5] and body["scores"][1] == body["scores"][4]
+    assert body["truncated"] == 2
+    ran = metric(after, "rm_batch_size_sum") - metric(before, "rm_batch_size_sum")
+    assert ran == 4  # distinct inputs
+    assert metric(after, "rm_repeated_pairs_total") - metric(before, "rm_repeated_pairs_total") == 4
+    assert metric(after, "rm_pairs_total") - metric(before, "rm_pairs_total") == 8
+
+
 def test_200_concurrent_requests_get_their_own_scores(live_server: LiveServer, tiny_bundle: Path) -> None:
     prompts, completions = random_pairs(200, seed=3)
     expected = BundleScorer(read_bundle(tiny_bundle), "fp32", device="cpu").score(prompts, completions)
@@ -97,10 +124,11 @@ def test_full_queue_answers_429_with_retry_after(tiny_bundle: Path) -> None:
     try:
         server.wait_ready()
         item = {"prompt": "p", "completion": "c"}
+        distinct = [{"prompt": "p", "completion": f"c{i}"} for i in range(8)]  # repeats would share a queue slot
 
         async def main() -> list[httpx.Response]:
             async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-                first = asyncio.ensure_future(http.post("/score", json={"items": [item] * 8}))
+                first = asyncio.ensure_future(http.post("/score", json={"items": distinct}))
                 await asyncio.sleep(0.1)  # the first request lingers 300 ms for batch mates, filling the queue
                 second = await http.post("/score", json={"items": [item]})
                 return [await first, second]

@@ -1,0 +1,52 @@
+"""The service's batch queue alone (no model, no HTTP): per-pair cost of draining n queued pairs, small n vs large."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+
+import numpy as np
+
+from service.batcher import MicroBatcher
+from service.settings import CPU_LIMITS
+
+
+class _Pair:
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def drain_us_per_pair(n: int, seed: int = 0) -> float:
+    """Queue n pairs of real-ish lengths at once, score them with a no-op model under the CPU batch limits."""
+
+    async def main() -> float:
+        batcher = MicroBatcher(
+            lambda items: np.zeros(len(items), dtype=np.float32),
+            int(CPU_LIMITS["max_batch_tokens"]),
+            int(CPU_LIMITS["max_batch_size"]),
+            0.0,
+            max_queue=n,
+            max_padding=CPU_LIMITS["max_padding"],
+        )
+        batcher.start()
+        rng = random.Random(seed)
+        pairs = [_Pair(rng.randint(20, 256)) for _ in range(n)]
+        started = time.perf_counter()
+        await asyncio.gather(*batcher.submit_many(pairs))
+        elapsed = time.perf_counter() - started
+        await batcher.close()
+        return elapsed / n * 1e6
+
+    return asyncio.run(main())
+
+
+def queue_scaling(small: int, big: int, repeats: int) -> dict[str, float]:
+    """Median per-pair drain cost at both sizes; their ratio is ~1 when no step of the queue is quadratic."""
+    small_us = statistics.median(drain_us_per_pair(small, seed) for seed in range(repeats))
+    big_us = statistics.median(drain_us_per_pair(big, seed) for seed in range(repeats))
+    return {"small_pairs": small, "big_pairs": big, "small_us": small_us, "big_us": big_us, "ratio": big_us / small_us}

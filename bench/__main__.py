@@ -31,7 +31,7 @@ from .offline import (
     peak_flops,
     torch_offline,
 )
-from .queue import queue_scaling
+from .queue import queue_scaling_alone
 
 
 def free_port() -> int:
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         if server_precisions:
             first = running[("service", server_precisions[0])]
             result["scaling"] = request_scaling(first.url, args)
-            result["queue"] = queue_scaling(512, 8192 if not args.quick else 2048, args.repeats)
+            result["queue"] = queue_scaling_alone(512, 8192 if not args.quick else 2048, args.repeats)
             result["latency"] = latency_overhead(first.url, bundle, server_precisions[0], prompts, completions, args)
     finally:
         for server in running.values():

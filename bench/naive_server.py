@@ -57,7 +57,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    uvicorn.run(build_app(args.model, args.bundle, args.threads), host="127.0.0.1", port=args.port, log_level="warning")
+    app = build_app(args.model, args.bundle, args.threads)
+    # Its handler blocks the event loop for seconds under load, and uvloop runs a keep-alive timer that expired
+    # meanwhile before it reads the next request already waiting on that connection: with uvicorn's 5 s default
+    # the server would close connections under the load generator. A harness setting, not a serving advantage.
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", timeout_keep_alive=600)
 
 
 if __name__ == "__main__":

@@ -46,3 +46,31 @@ def test_connection_reads_length_chunked_and_close() -> None:
     assert got == [(200, b'{"a": [1]}\n'), (422, b'{"e": 1}'), (200, b"ok")]
     assert bodies == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
     assert accepted == 1  # one keep-alive connection for all three
+
+
+def test_connection_counts_a_close_without_answer_as_status_0_and_reconnects() -> None:
+    async def main() -> tuple[list[tuple[int, bytes]], int]:
+        accepted = 0
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            await reader.readline()
+            if accepted == 1:  # like a keep-alive timeout racing the request: hang up unanswered
+                writer.close()
+                return
+            while await reader.readline() not in (b"\r\n", b""):
+                pass
+            writer.write(RESPONSES[0])
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        connection = Connection(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        got = [await connection.post("/score", b"") for _ in range(2)]
+        await connection.close()
+        server.close()
+        return got, accepted
+
+    got, accepted = asyncio.run(main())
+    assert got == [(0, b""), (200, b'{"a": [1]}\n')] and accepted == 2

@@ -103,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.drain_seconds) or None,
+        timeout_keep_alive=settings.keep_alive_seconds,
         access_log=False,
     )
     server = DrainingServer(config)

@@ -68,6 +68,14 @@ class Settings(BaseSettings):
         description="On SIGTERM, keep serving this long with /readyz at 503 (so load balancers stop routing here) "
         "before refusing new work and draining. A second signal stops at once.",
     )
+    keep_alive_seconds: int = Field(
+        75,
+        ge=1,
+        le=3600,
+        description="How long an idle keep-alive connection stays open. Keep it above the idle timeout of any load "
+        "balancer in front (60 s on AWS ALB), which would otherwise reuse a connection the server is closing and "
+        "answer 502; trainers reuse connections across steps that often take longer than uvicorn's 5 s default.",
+    )
     log_level: str = Field("info", description="uvicorn log level.")
 
     @model_validator(mode="after")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -132,5 +133,22 @@ def test_reload_swaps_models_without_dropping_requests(tiny_bundle: Path, second
         assert "still serving" in refused.json()["error"]
         assert httpx.post(server.url + "/score", json=item, headers=auth).status_code == 200
         assert httpx.post(server.url + "/admin/reload", json={}).status_code == 401  # behind the API key
+    finally:
+        server.stop()
+
+
+def test_idle_keep_alive_connections_close_after_the_setting(tiny_bundle: Path) -> None:
+    """RM_KEEP_ALIVE_SECONDS reaches uvicorn: an idle connection stays open within it and is closed after it."""
+    server = LiveServer(tiny_bundle, env={**os.environ, "RM_KEEP_ALIVE_SECONDS": "2"})
+    try:
+        server.wait_ready()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+            request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
+            for pause in (0.5, 0.5):  # reused within the timeout: answered on the same connection
+                conn.sendall(request)
+                assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+                time.sleep(pause)
+            time.sleep(3)  # idle past it: the server hangs up
+            assert conn.recv(4096) == b""
     finally:
         server.stop()

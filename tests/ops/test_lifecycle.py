@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -142,13 +142,17 @@ def test_idle_keep_alive_connections_close_after_the_setting(tiny_bundle: Path) 
     server = LiveServer(tiny_bundle, env={**os.environ, "RM_KEEP_ALIVE_SECONDS": "2"})
     try:
         server.wait_ready()
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
-            request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
-            for pause in (0.5, 0.5):  # reused within the timeout: answered on the same connection
-                conn.sendall(request)
-                assert conn.recv(4096).startswith(b"HTTP/1.1 200")
-                time.sleep(pause)
-            time.sleep(3)  # idle past it: the server hangs up
-            assert conn.recv(4096) == b""
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        sockets = []
+        for _ in range(2):  # reused within the timeout: answered on the same connection
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            assert response.status == 200 and response.read()
+            sockets.append(conn.sock)
+            time.sleep(0.5)
+        assert sockets[0] is sockets[1] is not None
+        time.sleep(3)  # idle past it: the server hangs up (end of stream, not a timeout)
+        assert sockets[0].recv(1) == b""
+        conn.close()
     finally:
         server.stop()

@@ -73,14 +73,23 @@ def evaluate(
     scorer: BundleScorer, files: Mapping[str, Sequence[PreferencePair]]
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Report {"overall": {...}, "files": {name: {...}}} and the raw rewards (for plots and agreement checks)."""
-    report: dict[str, Any] = {"precision": scorer.precision, "files": {}}
+    return build_report(scorer.precision, files, {n: score_pairs(scorer, pairs) for n, pairs in files.items() if pairs})
+
+
+def build_report(
+    precision: str,
+    files: Mapping[str, Sequence[PreferencePair]],
+    scored: Mapping[str, tuple[np.ndarray, np.ndarray, int]],
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """evaluate's report from rewards already computed: `scored[name]` is score_pairs' answer for files[name]."""
+    report: dict[str, Any] = {"precision": precision, "files": {}}
     all_pairs: list[PreferencePair] = []
     parts_c, parts_r = [], []
     truncated = 0
     for name, pairs in files.items():
         if not pairs:
             continue
-        chosen, rejected, cut = score_pairs(scorer, pairs)
+        chosen, rejected, cut = scored[name]
         report["files"][name] = pair_metrics(pairs, chosen, rejected) | {"truncated_texts": cut}
         all_pairs.extend(pairs)
         parts_c.append(chosen)

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 from models.bundle import MODEL_FILES, TOKENIZER_FILE, Bundle, BundleMeta, read_bundle, write_bundle
-from models.formatting import Encoded, FormatSpec
+from models.formatting import Encoded, FormatSpec, dedupe
 from models.runtime import BundleScorer
 
 from .config import FitConfig
 from .data import PreferencePair
-from .evaluate import evaluate, score_pairs, write_plot
+from .evaluate import build_report, evaluate, score_pairs, write_plot
 from .model import RewardModel
 from .trainer import pad_batch
 
@@ -37,6 +37,7 @@ OPSET = 17
 INT8_SCHEMES = ("square+contracting", "square")
 CALIBRATION_STRIDE = 16
 AGREEMENT_PAIRS = 512  # at least this many pairs decide int8 vs fp32 agreement
+SCREEN_CHUNK = 64  # pairs in the first look at how many winners int8 flipped (each next look doubles it)
 # Families whose graphs ONNX Runtime's optimizer knows as "bert" (same encoder layer pattern).
 BERT_LIKE = {"bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra", "mpnet", "deberta-v2"}
 
@@ -90,7 +91,12 @@ def optimize_fp32(raw: Path, out: Path, model: RewardModel) -> dict[str, int]:
 
 
 def quantize_int8(
-    fp32: Path, out: Path, calibration: Sequence[dict[str, np.ndarray]], scheme: str, percentile: float = 99.999
+    fp32: Path,
+    out: Path,
+    calibration: Sequence[dict[str, np.ndarray]],
+    scheme: str,
+    percentile: float = 99.999,
+    cache: Path | None = None,
 ) -> dict[str, int]:
     """Static int8 (QDQ): activation ranges fixed at calibration, so a pair's score never depends on its batch.
 
@@ -98,7 +104,8 @@ def quantize_int8(
     input has outlier channels) and from re-quantising MatMul outputs. So only the `scheme`'s non-expanding
     weight MatMuls (square: attention output; contracting: FFN output) are quantised, with per-channel int8
     weights, percentile-calibrated uint8 activations and fp32 outputs; the reward head and
-    activation×activation products stay fp32.
+    activation×activation products stay fp32. Calibration covers every MatMul whatever the scheme, so a `cache`
+    file written by one call is read by the next instead of running the calibration data again.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -120,7 +127,7 @@ def quantize_int8(
     chosen = {n.name for n in matmuls if _in_scheme(weights[n.input[1]], scheme) and not _is_head(n.name)}
     exclude = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.name not in chosen]
 
-    stride = min(CALIBRATION_STRIDE, len(calibration))
+    stride = max(1, min(CALIBRATION_STRIDE, len(calibration)))  # no data at all is fine when the cache has it
     usable = list(calibration)[: len(calibration) - len(calibration) % stride]
 
     class Reader(CalibrationDataReader):
@@ -158,6 +165,7 @@ def quantize_int8(
                 "CalibPercentile": percentile,
                 "CalibStridedMinMax": stride,
             },
+            calibration_cache_path=cache,
         )
     inferred.unlink()
     return {"quantized_matmuls": len(chosen), "fp32_matmuls": len(matmuls) - len(chosen)}
@@ -304,28 +312,40 @@ def choose_int8(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
     """The fastest batch-invariant int8 scheme whose winners agree with fp32 on enough pairs.
 
-    Agreement is measured on the held-out pairs plus `extra_pairs`. Adds model.int8.onnx to `sources` and
-    "int8" to `meta.precisions`; raises ExportError if no scheme passes.
+    Agreement is measured on the held-out pairs plus `extra_pairs`. The schemes share one calibration (they
+    calibrate the same tensors), and a scheme that cannot pass is dropped as soon as that is certain (see
+    screen_int8), so a rejected scheme costs its quantisation and a fraction of an evaluation. Adds
+    model.int8.onnx to `sources` and "int8" to `meta.precisions`; raises ExportError if no scheme passes.
     """
     fp32_scorer = BundleScorer(read_bundle(work / "candidate"), "fp32", device="cpu")
-    fp32_extra = score_pairs(fp32_scorer, extra_pairs)[:2] if extra_pairs else None
+    pairs = [p for file_pairs in eval_files.values() for p in file_pairs] + list(extra_pairs)
+    fp32 = dict(fp32_rewards)
+    if extra_pairs:
+        chosen, rejected, _ = score_pairs(fp32_scorer, extra_pairs)
+        fp32 = {
+            "chosen": np.concatenate([fp32["chosen"], chosen]),
+            "rejected": np.concatenate([fp32["rejected"], rejected]),
+        }
+    cache = work / "calibration.json"
+    cache.unlink(missing_ok=True)
     tried: list[dict[str, Any]] = []
     for scheme in INT8_SCHEMES:
-        counts = quantize_int8(work / MODEL_FILES["fp32"], work / MODEL_FILES["int8"], feeds, scheme)
+        counts = quantize_int8(work / MODEL_FILES["fp32"], work / MODEL_FILES["int8"], feeds, scheme, cache=cache)
         trial = BundleMeta(**{**vars(meta), "precisions": ["fp32", "int8"], "files": {}})
         candidate = write_bundle(
             work / "candidate", trial, {**sources, MODEL_FILES["int8"]: work / MODEL_FILES["int8"]}
         )
         int8_scorer = BundleScorer(candidate, "int8", device="cpu")
-        report, rewards = evaluate(int8_scorer, eval_files)
-        both_fp32, both_int8 = dict(fp32_rewards), dict(rewards)
-        if fp32_extra is not None:
-            int8_extra = score_pairs(int8_scorer, extra_pairs)[:2]
-            for i, side in enumerate(("chosen", "rejected")):
-                both_fp32[side] = np.concatenate([fp32_rewards[side], fp32_extra[i]])
-                both_int8[side] = np.concatenate([rewards[side], int8_extra[i]])
-        result: dict[str, Any] = agreement(both_fp32, both_int8) | {"scheme": scheme, **counts}
-        result["pairs"] = len(both_fp32["chosen"])
+        int8, flipped, screened = screen_int8(int8_scorer, pairs, fp32, cfg.min_int8_agreement)
+        result: dict[str, Any] = {"scheme": scheme, **counts, "pairs": len(pairs)}
+        if int8 is None:
+            # Every pair not yet scored could only agree, so this bounds the scheme's agreement from above.
+            result |= {"agreement": (len(pairs) - flipped) / len(pairs), "flipped": flipped, "screened": screened}
+            log.info("int8 %s vs fp32: rejected after %d of %d pairs: %s", scheme, screened, len(pairs), result)
+            tried.append(result)
+            continue
+        report, rewards = build_report("int8", eval_files, _by_file(eval_files, int8, fp32_report))
+        result = agreement(fp32, int8) | result
         result["accuracy_delta"] = report["overall"]["accuracy"] - fp32_report["overall"]["accuracy"]
         log.info("int8 %s vs fp32: %s", scheme, result)
         tried.append(result)
@@ -343,6 +363,60 @@ def choose_int8(
         f"every scheme ({', '.join(INT8_SCHEMES)}); bundle not written (use --no-int8 to export fp32 only, "
         "then --resume to re-export without retraining)"
     )
+
+
+def screen_int8(
+    scorer: BundleScorer,
+    pairs: Sequence[PreferencePair],
+    fp32: Mapping[str, np.ndarray],
+    min_agreement: float,
+    chunk: int = SCREEN_CHUNK,
+) -> tuple[dict[str, np.ndarray] | None, int, int]:
+    """(int8 rewards of every pair, or None once it cannot reach `min_agreement`; winners flipped; pairs scored).
+
+    Pairs are scored in chunks of doubling size, those fp32 finds closest first: they are the ones quantisation
+    flips, so a scheme that fails usually fails within its first chunks. Each distinct text runs once, as in
+    score_pairs, and static int8 is batch-invariant, so the rewards are exactly a full evaluation's. The stop
+    rule is the final check's own formula: (pairs - flipped) / pairs < min_agreement.
+    """
+    n = len(pairs)
+    prompts = [p.prompt for p in pairs]
+    distinct, index = dedupe(scorer.encode(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs]))
+    text_of = np.asarray(index, dtype=np.int64).reshape(2, n)  # [0]: each pair's chosen text, [1]: its rejected
+    rewards = np.zeros(len(distinct), dtype=np.float32)
+    done = np.zeros(len(distinct), dtype=bool)
+    wins = np.sign(fp32["chosen"] - fp32["rejected"])
+    order = np.argsort(np.abs(fp32["chosen"] - fp32["rejected"]), kind="stable")
+    flipped = start = 0
+    while start < n:
+        rows = order[start : start + chunk]
+        texts = text_of[:, rows].ravel()
+        todo = np.unique(texts[~done[texts]])
+        rewards[todo] = scorer.score_encoded([distinct[i] for i in todo])
+        done[todo] = True
+        flipped += int(np.sum(np.sign(rewards[text_of[0, rows]] - rewards[text_of[1, rows]]) != wins[rows]))
+        start += len(rows)
+        if (n - flipped) / n < min_agreement:
+            return None, flipped, start
+        chunk *= 2  # later pairs rarely flip: bigger chunks length-group better
+    return {"chosen": rewards[text_of[0]], "rejected": rewards[text_of[1]]}, flipped, n
+
+
+def _by_file(
+    files: Mapping[str, Sequence[PreferencePair]], rewards: Mapping[str, np.ndarray], fp32_report: Mapping[str, Any]
+) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """Cut rewards of the files' pairs (concatenated in file order) back into build_report's per-file scores.
+
+    Truncation is the tokeniser's, the same for every precision, so fp32's counts stand.
+    """
+    scored, start = {}, 0
+    for name, file_pairs in files.items():
+        if file_pairs:
+            end = start + len(file_pairs)
+            cut = fp32_report["files"][name]["truncated_texts"]
+            scored[name] = (rewards["chosen"][start:end], rewards["rejected"][start:end], cut)
+            start = end
+    return scored
 
 
 def relative_speed(

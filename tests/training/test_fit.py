@@ -16,7 +16,8 @@ from models.formatting import Formatter
 from models.runtime import BundleScorer
 from training.config import FitConfig, parse_config
 from training.data import load_pairs, split_by_prompt
-from training.export import export_bundle, torch_rewards
+from training.evaluate import score_pairs
+from training.export import _feeds, export_bundle, quantize_int8, screen_int8, torch_rewards
 from training.fit import main, train
 
 
@@ -82,6 +83,37 @@ def test_failed_parity_or_agreement_writes_no_bundle(
     assert "differs from torch" in capsys.readouterr().err and not out.exists()
     assert main([*argv, "--min-int8-agreement", "1.01"]) == 1
     assert "int8 agrees with fp32" in capsys.readouterr().err and not out.exists()
+
+
+def test_int8_screen_equals_a_full_evaluation_or_stops_once_failure_is_certain(
+    tiny_bundle: Path, synthetic_data: Path
+) -> None:
+    bundle = read_bundle(tiny_bundle)
+    pairs = load_pairs([synthetic_data])[:150]
+    fp32_c, fp32_r, _ = score_pairs(BundleScorer(bundle, "fp32", device="cpu"), pairs)
+    int8 = BundleScorer(bundle, "int8", device="cpu")
+    want_c, want_r, _ = score_pairs(int8, pairs)
+    got, flipped, screened = screen_int8(int8, pairs, {"chosen": fp32_c, "rejected": fp32_r}, 0.9, chunk=16)
+    assert got is not None and screened == len(pairs)
+    assert np.array_equal(got["chosen"], want_c) and np.array_equal(got["rejected"], want_r)  # order restored
+    assert flipped == int(np.sum(np.sign(want_c - want_r) != np.sign(fp32_c - fp32_r)))
+    # A reference that prefers the other answer of every pair: 16 flips in 150 already rule out 90% agreement.
+    swapped = {"chosen": fp32_r, "rejected": fp32_c}
+    assert screen_int8(int8, pairs, swapped, 0.9, chunk=16) == (None, 16, 16)
+
+
+def test_int8_calibration_cache_gives_the_graph_a_fresh_calibration_gives(tiny_bundle: Path, tmp_path: Path) -> None:
+    bundle = read_bundle(tiny_bundle)
+    scorer = BundleScorer(bundle, "fp32", device="cpu")
+    texts = [f"question {i} " + "word " * (i % 9) for i in range(32)]
+    feeds = [_feeds(e, bundle.meta.pad_token_id, scorer.input_names) for e in scorer.encode(texts, texts[::-1])]
+    fp32, cache = bundle.model_path("fp32"), tmp_path / "calibration.json"
+    quantize_int8(fp32, tmp_path / "wide.onnx", feeds, "square+contracting", cache=cache)
+    assert cache.is_file()
+    counts = quantize_int8(fp32, tmp_path / "cached.onnx", [], "square", cache=cache)  # no data: the cache serves
+    assert counts["quantized_matmuls"] > 0
+    quantize_int8(fp32, tmp_path / "fresh.onnx", feeds, "square")
+    assert (tmp_path / "cached.onnx").read_bytes() == (tmp_path / "fresh.onnx").read_bytes()
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])

@@ -6,6 +6,7 @@ A bundle is a folder:
     tokenizer.json      the `tokenizers` tokenizer training used
     model.onnx          fp32 graph, dynamic batch and sequence axes, output `reward` of shape (batch,)
     model.int8.onnx     optional, statically quantised (batch-invariant) int8 graph
+    model.fp16.onnx     optional, fp16 graph for GPUs (float32 inputs and output, like the others)
 
 The writer builds the folder beside its destination and renames it into place, so a crash never leaves a
 half bundle that looks whole. The reader refuses unknown schema versions, missing files and files whose
@@ -29,7 +30,7 @@ from .formatting import FormatError, FormatSpec
 SCHEMA_VERSION = 1
 META_FILE = "reward_model.json"
 TOKENIZER_FILE = "tokenizer.json"
-MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 ARCHITECTURES = ("encoder", "decoder")
 
 
@@ -52,6 +53,8 @@ class BundleMeta:
     reward_stats: dict[str, dict[str, float]] = field(default_factory=dict)
     eval_metrics: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
+    # Probe pairs and their rewards per precision, re-scored at serve time (models.reference); {} in old bundles.
+    reference: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str = ""
     training: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
@@ -82,6 +85,7 @@ class BundleMeta:
         bad = [p for p in meta.precisions if p not in MODEL_FILES]
         if bad or "fp32" not in meta.precisions:
             raise BundleError(f"precisions must include fp32 and be among {sorted(MODEL_FILES)}: {meta.precisions}")
+        _check_reference(meta)
         for precision, stats in meta.reward_stats.items():
             if not (isinstance(stats, dict) and stats.get("std", 0) > 0 and "mean" in stats):
                 raise BundleError(f"reward_stats[{precision!r}] needs a mean and a positive std, got {stats}")
@@ -91,6 +95,28 @@ class BundleMeta:
         """(mean, std) for `(r - mean) / std`; identity when the bundle recorded none."""
         stats = self.reward_stats.get(precision) or self.reward_stats.get("fp32") or {"mean": 0.0, "std": 1.0}
         return float(stats["mean"]), float(stats["std"])
+
+
+def _check_reference(meta: BundleMeta) -> None:
+    ref = meta.reference
+    if not ref:
+        return
+    try:
+        n = len(ref["prompts"])
+        ok = (
+            len(ref["completions"]) == n
+            and isinstance(ref["ids_sha256"], str)
+            and set(ref["rewards"]) <= set(meta.precisions)
+            and "fp32" in ref["rewards"]
+            and all(len(r) == n and all(isinstance(x, float) for x in r) for r in ref["rewards"].values())
+        )
+    except (KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise BundleError(
+            "invalid reference: needs prompts, completions, ids_sha256 and fp32 rewards (one float per probe, "
+            "precisions among the bundle's)"
+        )
 
 
 @dataclass(frozen=True)

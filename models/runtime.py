@@ -39,7 +39,8 @@ MIN_INT8_SPEEDUP = 1.1
 
 
 def default_precision(bundle: Bundle, providers: Sequence[str]) -> str:
-    """int8 on CPU when the bundle has it and its export measured it faster than fp32; fp32 otherwise and on GPU.
+    """int8 on CPU when the bundle has it and its export measured it faster than fp32; fp16 on GPU when the bundle
+    has it (tensor cores; the service falls back to fp32 if it misses the reference scores there); else fp32.
 
     Bundles written before the speed was recorded keep int8.
     """
@@ -47,6 +48,8 @@ def default_precision(bundle: Bundle, providers: Sequence[str]) -> str:
         speedup = bundle.meta.parity.get("int8", {}).get("speedup")
         if speedup is None or speedup >= MIN_INT8_SPEEDUP:
             return "int8"
+    if providers[0] != CPU and "fp16" in bundle.meta.precisions:
+        return "fp16"
     return "fp32"
 
 

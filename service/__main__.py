@@ -35,11 +35,12 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
 def preflight(settings: Settings) -> str | None:
     """Read the bundle and open its ONNX session once; the problem in one line, or None."""
     from models.bundle import BundleError, read_bundle
-    from models.runtime import BundleScorer
+
+    from .scorer import open_scorer
 
     try:
         bundle = read_bundle(settings.model_dir)
-        BundleScorer(bundle, settings.precision, settings.device, intra_op_threads=1)
+        open_scorer(bundle, settings)
     except BundleError as e:
         return str(e)
     except Exception as e:  # a graph or provider ONNX Runtime refuses

@@ -216,6 +216,7 @@ async def info(request: Request) -> dict[str, Any]:
         "precision": model.precision,
         "precisions_available": meta.precisions,
         "provider": model.provider,
+        "reference_check": model.reference.to_dict() if model.reference else None,
         "formatting": meta.formatting.kind,
         "max_length": meta.formatting.max_length,
         "batching": {

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.bundle import Bundle, read_bundle
+from models.bundle import Bundle, BundleError, read_bundle
 from models.formatting import Encoded, Text, dedupe
+from models.reference import ReferenceCheck, check_reference
 from models.runtime import CPU, BundleScorer
 
 from .batcher import BatchStats, MicroBatcher
@@ -58,19 +59,48 @@ def _encode(
     return dedupe(model.scorer.encode(prompts, completions))
 
 
-class LoadedModel:
-    """One bundle, its ONNX session and its own batch queue."""
+def open_scorer(bundle: Bundle, settings: Settings) -> tuple[BundleScorer, ReferenceCheck | None]:
+    """The bundle's ONNX session for the configured precision, with its reference probes re-scored.
 
-    def __init__(self, bundle: Bundle, settings: Settings, metrics: Metrics) -> None:
-        self.bundle = bundle
-        self.scorer = BundleScorer(
+    A bundle whose probes tokenise or score differently here than at export is refused (BundleError) under
+    RM_REFERENCE_CHECK=strict and logged under warn. fp16, the default on a GPU when the bundle has it, gives way
+    to fp32 when it misses the reference on this device.
+    """
+
+    def session(precision: str | None) -> BundleScorer:
+        return BundleScorer(
             bundle,
-            settings.precision,
+            precision,
             settings.device,
             settings.intra_op_threads,
             settings.inter_op_threads,
             spin=settings.ort_spinning,
         )
+
+    scorer = session(settings.precision)
+    if settings.reference_check == "off":
+        return scorer, None
+    std = bundle.meta.normalizer("fp32")[1]
+    check = check_reference(scorer, bundle.meta.reference, std, settings.reference_tolerance)
+    fallback = settings.precision is None and scorer.precision == "fp16"  # fp16 was our choice, not the user's
+    if fallback and check is not None and check.tokens_match and not check.ok:
+        log.warning("%s: %s; serving fp32 instead", bundle.path, check.problem())
+        scorer = session("fp32")
+        check = check_reference(scorer, bundle.meta.reference, std, settings.reference_tolerance)
+    if check is None or check.ok:
+        return scorer, check
+    if settings.reference_check == "strict":
+        raise BundleError(f"{bundle.path}: {check.problem()} (RM_REFERENCE_CHECK=warn serves it anyway)")
+    log.warning("%s: %s (served anyway: RM_REFERENCE_CHECK=warn)", bundle.path, check.problem())
+    return scorer, check
+
+
+class LoadedModel:
+    """One bundle, its ONNX session and its own batch queue."""
+
+    def __init__(self, bundle: Bundle, settings: Settings, metrics: Metrics) -> None:
+        self.bundle = bundle
+        self.scorer, self.reference = open_scorer(bundle, settings)
         self.precision = self.scorer.precision
         self.provider = self.scorer.provider
         limits = settings.batch_limits(self.provider != CPU)

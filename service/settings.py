@@ -23,10 +23,19 @@ class Settings(BaseSettings):
     model_dir: Path = Field(description="Model bundle folder written by training.fit.")
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port.")
-    precision: Literal["fp32", "int8"] | None = Field(
+    precision: Literal["fp32", "int8", "fp16"] | None = Field(
         None,
         description="Graph to serve; default int8 on CPU when the bundle has it and its export measured it at least "
-        "1.1x faster than fp32, fp32 otherwise and on GPU.",
+        "1.1x faster than fp32, fp16 on GPU when the bundle has it and it reproduces the reference probes there, "
+        "fp32 otherwise.",
+    )
+    reference_check: Literal["strict", "warn", "off"] = Field(
+        "strict",
+        description="At load, re-score the bundle's reference probes: strict refuses a bundle whose tokens or "
+        "rewards differ from the export's (another tokenizers or ONNX Runtime build, another device), warn logs it.",
+    )
+    reference_tolerance: float = Field(
+        0.02, gt=0, description="Largest |served - reference| probe reward, in units of the fp32 reward std."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="CUDA when onnxruntime-gpu sees a GPU.")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per batch (0: one per core).")

@@ -96,6 +96,10 @@ class FitConfig:
     min_int8_agreement: float = _opt(
         "Min fraction of held-out pairs where int8 and fp32 pick the same winner.", default=0.98
     )
+    fp16: bool = _opt("Also export an fp16 graph for GPU serving (kept if it passes --fp16-tolerance).", default=True)
+    fp16_tolerance: float = _opt(
+        "Max |fp16 − fp32| reward on the parity pairs, in units of the fp32 reward std.", default=0.01
+    )
     plot: bool = _opt(
         "Write eval.png (reward histograms, reward vs length) into the bundle's work folder.", default=True
     )

@@ -1,10 +1,12 @@
-"""torch reward model -> ONNX fp32 (optimised) -> static int8; parity checks; evaluation; atomic bundle write.
+"""torch reward model -> ONNX fp32 (optimised) -> static int8, fp16; parity checks; evaluation; atomic write.
 
 Order of work: export the fp32 graph with the TorchScript exporter and eager attention (the pattern ONNX
 Runtime's transformer optimizer fuses into Attention / SkipLayerNorm / BiasGelu), optimise it, quantise it
 statically (activation scales fixed at calibration, so a pair's score does not depend on its batch mates),
 write a *candidate* bundle, and check it through the same reader and scorer the service uses: ONNX vs torch
-on real pairs, int8 vs fp32 agreement on held-out pairs. Only a candidate that passes is renamed into --out.
+on real pairs, int8 vs fp32 agreement on held-out pairs, fp16 vs fp32 on the parity pairs. The bundle records
+reference rewards of fixed probe pairs for every precision it ships (models.reference), which the service
+re-scores at load. Only a candidate that passes is renamed into --out.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 
 from models.bundle import MODEL_FILES, TOKENIZER_FILE, Bundle, BundleMeta, read_bundle, write_bundle
 from models.formatting import Encoded, FormatSpec, dedupe
+from models.reference import make_reference
 from models.runtime import BundleScorer
 
 from .config import FitConfig
@@ -289,6 +292,12 @@ def export_bundle(
     for precision, report in reports.items():
         overall = report["overall"]
         meta.reward_stats[precision] = {"mean": overall["reward_mean"], "std": max(overall["reward_std"], 1e-6)}
+    if cfg.fp16:
+        limit = cfg.fp16_tolerance * meta.reward_stats["fp32"]["std"]
+        meta.parity["fp16"] = add_fp16(work, sources, meta, parity_pairs, limit)
+    # Probe rewards of every precision shipped, from the very files written below (the service re-scores them).
+    final = write_bundle(work / "candidate", meta, sources)
+    meta.reference = make_reference({p: BundleScorer(final, p, device="cpu") for p in meta.precisions})
     meta.eval_metrics = {"split": "eval_data" if cfg.eval_data else "prompt_split", **reports}
     meta.training["summary"]["export_seconds"] = round(time.perf_counter() - started, 1)
     if cfg.plot:
@@ -417,6 +426,46 @@ def _by_file(
             scored[name] = (rewards["chosen"][start:end], rewards["rejected"][start:end], cut)
             start = end
     return scored
+
+
+def add_fp16(
+    work: Path, sources: dict[str, Path], meta: BundleMeta, pairs: Sequence[PreferencePair], limit: float
+) -> dict[str, Any]:
+    """Convert the fp32 graph to fp16 (for GPUs) and ship it if it stays within `limit` of fp32 on `pairs`.
+
+    Checked here on CPU, where fp16 is slow but computes the same graph; the service re-checks it on its own
+    device against the reference probes and falls back to fp32 there. A graph the converter or ONNX Runtime
+    cannot take in fp16 is left out with a warning, not an error: fp32 serves everywhere.
+    """
+    path = work / MODEL_FILES["fp16"]
+    try:
+        convert_fp16(work / MODEL_FILES["fp32"], path)
+        trial = BundleMeta(**{**vars(meta), "precisions": [*meta.precisions, "fp16"], "files": {}})
+        candidate = write_bundle(work / "candidate", trial, {**sources, MODEL_FILES["fp16"]: path})
+        fp32, fp16 = (BundleScorer(candidate, p, device="cpu") for p in ("fp32", "fp16"))
+        prompts = [p.prompt for p in pairs]
+        encoded = fp32.encode(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs])
+        diff = float(np.max(np.abs(fp16.score_encoded(encoded) - fp32.score_encoded(encoded)), initial=0.0))
+    except Exception as e:  # an op without an fp16 form: not worth failing a fit over
+        log.warning("no fp16 graph in this bundle: %s: %s", type(e).__name__, str(e).strip()[:300])
+        return {"kept": False, "error": f"{type(e).__name__}: {str(e).strip()[:300]}"}
+    kept = diff <= limit  # False for NaN too
+    log.info("fp16 vs fp32: max |diff| %.3g over %d texts (limit %.3g): %s", diff, len(encoded), limit, kept)
+    if kept:
+        sources[MODEL_FILES["fp16"]] = path
+        meta.precisions = [*meta.precisions, "fp16"]
+    return {"kept": kept, "max_abs_diff": diff, "limit": limit, "texts": len(encoded)}
+
+
+def convert_fp16(fp32: Path, out: Path) -> None:
+    """fp16 weights and activations; inputs and the `reward` output keep their types, so every graph takes the same
+    feeds. ONNX Runtime's transformer converter leaves the ops that need fp32 (LayerNorm statistics) alone."""
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(fp32)))
+    model.convert_float_to_float16(keep_io_types=True)
+    model.save_model_to_file(str(out))
 
 
 def relative_speed(

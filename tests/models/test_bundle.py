@@ -90,6 +90,13 @@ def test_refusals(tmp_path: Path, sources: dict[str, Path]) -> None:
     edit_meta(b, surprise=1)
     with pytest.raises(BundleError, match="unknown metadata fields: surprise"):
         read_bundle(b)
+    b = fresh("reference")
+    edit_meta(b, reference={"prompts": ["p"], "completions": ["c"], "ids_sha256": "x", "rewards": {"fp32": [1]}})
+    with pytest.raises(BundleError, match="invalid reference"):
+        read_bundle(b)  # an int where a float reward belongs
+    edit_meta(b, reference={"prompts": ["p"], "completions": ["c"], "ids_sha256": "x", "rewards": {"fp16": [1.0]}})
+    with pytest.raises(BundleError, match="invalid reference"):
+        read_bundle(b)  # rewards of a precision the bundle does not ship, and none for fp32
     b = fresh("formatting")
     edit_meta(b, formatting={"kind": "telepathy", "max_length": 64})
     with pytest.raises(BundleError, match="unknown formatting kind"):
@@ -119,7 +126,8 @@ def fresh_fp32_only(tmp_path: Path, sources: dict[str, Path]) -> Path:
 
 def test_real_bundle_reads_back(tiny_bundle: Path, tmp_path: Path) -> None:
     bundle = read_bundle(tiny_bundle)
-    assert bundle.meta.precisions == ["fp32", "int8"]
+    assert bundle.meta.precisions == ["fp32", "int8", "fp16"]
+    assert set(bundle.meta.reference["rewards"]) == {"fp32", "int8", "fp16"}
     copy = tmp_path / "copy"
     shutil.copytree(tiny_bundle, copy)
     assert read_bundle(copy).meta == bundle.meta

@@ -43,14 +43,21 @@ def test_startup_faults_exit_nonzero_with_one_line(tiny_bundle: Path, tmp_path: 
     (bad_graph_src / "model.onnx").write_bytes(b"not an onnx graph")
     bundle = read_bundle(tiny_bundle)
     sources = {"tokenizer.json": bundle.tokenizer_path, "model.onnx": bad_graph_src / "model.onnx"}
-    bundle.meta.precisions = ["fp32"]
+    bundle.meta.precisions, reference, bundle.meta.reference = ["fp32"], bundle.meta.reference, {}
     write_bundle(tmp_path / "bad-graph", bundle.meta, sources)
     cases["bad-graph"] = tmp_path / "bad-graph"
+    # A sound graph whose recorded probe rewards this runtime does not reproduce (as after a runtime upgrade).
+    sources["model.onnx"] = bundle.path / "model.onnx"
+    shifted = [r + 1.0 for r in reference["rewards"]["fp32"]]
+    bundle.meta.reference = reference | {"rewards": {"fp32": shifted}}
+    write_bundle(tmp_path / "drifted", bundle.meta, sources)
+    cases["drifted"] = tmp_path / "drifted"
     expected = {
         "missing": "not a model bundle folder",
         "corrupt": "corrupt or was replaced",
         "incompatible": "unknown schema_version 2",
         "bad-graph": "cannot be loaded",
+        "drifted": "does not reproduce the exported scores",
     }
     for name, path in cases.items():
         result = start(["--model-dir", str(path), "--port", "0"])

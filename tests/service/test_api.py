@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from servers import make_client
 
-from models.bundle import read_bundle
+from models.bundle import BundleError, read_bundle
 from models.runtime import BundleScorer
 from training.data import PreferencePair
 from training.evaluate import score_pairs
@@ -144,10 +144,77 @@ def test_default_precision_on_cpu_follows_the_int8_speed_the_export_measured(tin
     assert default_precision(with_speedup(1.6), [CPU]) == "int8"
     assert default_precision(with_speedup(0.95), [CPU]) == "fp32"  # int8 that buys no speed is not the default
     assert default_precision(with_speedup(None), [CPU]) == "int8"  # bundles from before the speed was recorded
-    assert default_precision(with_speedup(1.6), [CUDA, CPU]) == "fp32"
+    assert default_precision(with_speedup(1.6), [CUDA, CPU]) == "fp16"  # tensor cores; checked at load (below)
+    without_fp16 = dataclasses.replace(bundle.meta, precisions=["fp32", "int8"])
+    assert default_precision(dataclasses.replace(bundle, meta=without_fp16), [CUDA, CPU]) == "fp32"
     expected = "int8" if measured >= MIN_INT8_SPEEDUP else "fp32"
     with make_client(tiny_bundle) as c:
         assert c.get("/info").json()["precision"] == expected
+
+
+def test_every_precision_reproduces_its_reference_probes_at_load(tiny_bundle: Path) -> None:
+    bundle = read_bundle(tiny_bundle)
+    reference = bundle.meta.reference
+    fp32_std = bundle.meta.normalizer("fp32")[1]
+    for precision in ("fp32", "int8", "fp16"):
+        with make_client(tiny_bundle, precision=precision) as c:
+            check = c.get("/info").json()["reference_check"]
+            assert check["ok"] and check["tokens_match"] and check["against"] == precision
+            assert check["limit"] == pytest.approx(0.02 * fp32_std)
+            items = [
+                {"prompt": p, "completion": q}
+                for p, q in zip(reference["prompts"], reference["completions"], strict=True)
+            ]
+            served = c.post("/score", json={"items": items}).json()["scores"]
+        # Same machine, same files: the service reproduces the export's probe rewards exactly, fp16 included.
+        assert served == reference["rewards"][precision]
+    fp16, fp32 = (np.array(reference["rewards"][p]) for p in ("fp16", "fp32"))
+    assert 0 < np.max(np.abs(fp16 - fp32)) <= bundle.meta.parity["fp16"]["limit"]  # a real fp16 graph, close
+
+
+def test_a_drifted_reference_is_refused_or_served_with_a_warning(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import dataclasses
+
+    import models.runtime
+    from models.bundle import MODEL_FILES, TOKENIZER_FILE, write_bundle
+
+    bundle = read_bundle(tiny_bundle)
+    ref = bundle.meta.reference
+    sources = {name: bundle.path / name for name in [TOKENIZER_FILE, *(MODEL_FILES[p] for p in bundle.meta.precisions)]}
+
+    def drifted(name: str, precision: str, shift: float) -> Path:
+        rewards = ref["rewards"] | {precision: [r + shift for r in ref["rewards"][precision]]}
+        meta = dataclasses.replace(bundle.meta, reference=ref | {"rewards": rewards})
+        return write_bundle(tmp_path / name, meta, sources).path
+
+    int8_off = drifted("int8-off", "int8", 1.0)
+    with (
+        pytest.raises(BundleError, match="does not reproduce the exported scores"),
+        make_client(int8_off, precision="int8"),
+    ):
+        pass  # strict (the default): the app does not start
+    with make_client(int8_off, precision="int8", reference_check="warn") as c:
+        check = c.get("/info").json()["reference_check"]
+        assert not check["ok"] and check["max_abs_diff"] == pytest.approx(1.0, abs=1e-5)
+    assert "does not reproduce the exported scores" in caplog.text
+    with make_client(int8_off, precision="fp32") as c:  # the fp32 reference still holds
+        assert c.get("/info").json()["reference_check"]["ok"]
+    # fp16 chosen by default (as on a GPU) that misses its reference gives way to fp32; asked for, it is refused.
+    monkeypatch.setattr(models.runtime, "default_precision", lambda bundle, providers: "fp16")
+    fp16_off = drifted("fp16-off", "fp16", 1.0)
+    with make_client(fp16_off) as c:
+        info = c.get("/info").json()
+        assert info["precision"] == "fp32" and info["reference_check"]["ok"]
+    with pytest.raises(BundleError, match="fp16 probe rewards differ"), make_client(fp16_off, precision="fp16"):
+        pass
+    # Tokens that differ from the export's mean another tokenizer build: refused whatever the precision.
+    retokenised = tmp_path / "tokens"
+    meta = dataclasses.replace(bundle.meta, reference=ref | {"ids_sha256": "0" * 64})
+    write_bundle(retokenised, meta, sources)
+    with pytest.raises(BundleError, match="tokenise differently"), make_client(retokenised, precision="fp32"):
+        pass
 
 
 def test_api_key(tiny_bundle: Path) -> None:

@@ -34,6 +34,13 @@ def choose_providers(device: str) -> list[str]:
     return [CPU]
 
 
+def session_providers(providers: Sequence[str], precision: str) -> list[str | tuple[str, dict[str, str]]]:
+    """`providers` as InferenceSession takes them. An fp32 graph on CUDA runs without TF32: ONNX Runtime would
+    otherwise round its MatMul inputs to 10-bit mantissas on Ampere and later GPUs, and fp32 is the precision a
+    user picks for rewards that match training's; fp16 is the fast path there."""
+    return [(p, {"use_tf32": "0"}) if p == CUDA and precision == "fp32" else p for p in providers]
+
+
 # int8 trades a little agreement with fp32 for speed; without the speed it is not worth serving by default.
 MIN_INT8_SPEEDUP = 1.1
 
@@ -79,7 +86,9 @@ class BundleScorer:
         # batches, but in a server it steals the cores the event loop and tokeniser need between batches.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.session = ort.InferenceSession(
-            os.fspath(bundle.model_path(self.precision)), options, providers=self.providers
+            os.fspath(bundle.model_path(self.precision)),
+            options,
+            providers=session_providers(self.providers, self.precision),
         )
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.formatter = Formatter.from_file(os.fspath(bundle.tokenizer_path), bundle.meta.formatting)

@@ -33,7 +33,8 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
 
 
 def preflight(settings: Settings) -> str | None:
-    """Read the bundle and open its ONNX session once; the problem in one line, or None."""
+    """Read the bundle, open its ONNX session and re-score its reference probes once; the problem in one line, or
+    None."""
     from models.bundle import BundleError, read_bundle
 
     from .scorer import open_scorer

@@ -1,4 +1,4 @@
-"""LoadedModel and Pipeline: validate limits -> tokenise, deduplicate -> batch queue -> ONNX -> gather (in order).
+"""open_scorer, LoadedModel and Pipeline: limits -> tokenise, deduplicate -> batch queue -> ONNX -> gather in order.
 
 Every endpoint scores through `Pipeline.score`; it is testable without HTTP. A request keeps the LoadedModel it
 started with, so a reload that swaps `Pipeline.model` never mixes two models inside one response.

@@ -128,7 +128,7 @@ def test_int8_precision_serves_too(tiny_bundle: Path) -> None:
 def test_default_precision_on_cpu_follows_the_int8_speed_the_export_measured(tiny_bundle: Path) -> None:
     import dataclasses
 
-    from models.runtime import CPU, CUDA, MIN_INT8_SPEEDUP, default_precision
+    from models.runtime import CPU, CUDA, MIN_INT8_SPEEDUP, default_precision, session_providers
 
     bundle = read_bundle(tiny_bundle)
     measured = bundle.meta.parity["int8"]["speedup"]
@@ -145,6 +145,8 @@ def test_default_precision_on_cpu_follows_the_int8_speed_the_export_measured(tin
     assert default_precision(with_speedup(0.95), [CPU]) == "fp32"  # int8 that buys no speed is not the default
     assert default_precision(with_speedup(None), [CPU]) == "int8"  # bundles from before the speed was recorded
     assert default_precision(with_speedup(1.6), [CUDA, CPU]) == "fp16"  # tensor cores; checked at load (below)
+    assert session_providers([CUDA, CPU], "fp32") == [(CUDA, {"use_tf32": "0"}), CPU]  # true fp32 on a GPU too
+    assert session_providers([CUDA, CPU], "fp16") == [CUDA, CPU] and session_providers([CPU], "fp32") == [CPU]
     without_fp16 = dataclasses.replace(bundle.meta, precisions=["fp32", "int8"])
     assert default_precision(dataclasses.replace(bundle, meta=without_fp16), [CUDA, CPU]) == "fp32"
     expected = "int8" if measured >= MIN_INT8_SPEEDUP else "fp32"

@@ -459,7 +459,8 @@ def add_fp16(
 
 def convert_fp16(fp32: Path, out: Path) -> None:
     """fp16 weights and activations; inputs and the `reward` output keep their types, so every graph takes the same
-    feeds. ONNX Runtime's transformer converter leaves the ops that need fp32 (LayerNorm statistics) alone."""
+    feeds. ONNX Runtime's transformer converter keeps its block list (ops without fp16 kernels: Range, CumSum,
+    TopK, …) in fp32 and inserts the casts around them."""
     import onnx
     from onnxruntime.transformers.onnx_model import OnnxModel
 

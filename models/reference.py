@@ -47,6 +47,7 @@ PROBES: tuple[tuple[str, str], ...] = (
 # ~1e-3 std from fp32 (measured on MiniLM, CPU). A 2% shift is far beyond rounding and still below what reorders
 # typical pairs.
 DEFAULT_TOLERANCE = 0.02
+ABS_FLOOR = 1e-4
 
 
 def ids_digest(encoded: Sequence[Encoded]) -> str:
@@ -119,6 +120,6 @@ def check_reference(
     against = scorer.precision if scorer.precision in rewards else "fp32"
     got = scorer.score_encoded(encoded)
     diff = float(np.max(np.abs(got - np.asarray(rewards[against], dtype=np.float32)), initial=0.0))
-    return ReferenceCheck(
-        scorer.precision, against, ids_digest(encoded) == reference["ids_sha256"], diff, tolerance * std
-    )
+    # The floor (the export's own ONNX-vs-torch parity bar) keeps a near-constant model's rounding from failing it.
+    limit = max(tolerance * std, ABS_FLOOR)
+    return ReferenceCheck(scorer.precision, against, ids_digest(encoded) == reference["ids_sha256"], diff, limit)

@@ -170,6 +170,10 @@ def test_every_precision_reproduces_its_reference_probes_at_load(tiny_bundle: Pa
             served = c.post("/score", json={"items": items}).json()["scores"]
         # Same machine, same files: the service reproduces the export's probe rewards exactly, fp16 included.
         assert served == reference["rewards"][precision]
+    from models.reference import check_reference
+
+    near_constant = check_reference(BundleScorer(bundle, "fp32", device="cpu"), reference, std=1e-9)
+    assert near_constant is not None and near_constant.ok and near_constant.limit == 1e-4  # rounding still passes
     fp16, fp32 = (np.array(reference["rewards"][p]) for p in ("fp16", "fp32"))
     assert 0 < np.max(np.abs(fp16 - fp32)) <= bundle.meta.parity["fp16"]["limit"]  # a real fp16 graph, close
 

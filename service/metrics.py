@@ -54,6 +54,13 @@ class Metrics:
             registry=r,
         )
         self.dropped = Counter("rm_dropped_pairs", "Pairs dropped because their client went away.", registry=r)
+        self.reference_diff = Gauge(
+            "rm_reference_max_abs_diff",
+            "Live model: largest |served - exported| reward over the bundle's reference probes at load (NaN: not "
+            "checked). Alert when it nears the limit of RM_REFERENCE_TOLERANCE x the fp32 reward std.",
+            registry=r,
+        )
+        self.reference_diff.set(float("nan"))
 
     def set_model(self, model_id: str, base_model: str, precision: str, provider: str) -> None:
         self.model_info.clear()

@@ -228,6 +228,7 @@ class Pipeline:
                 raise
             old, self.model = self.model, new
             self.metrics.set_model(new.model_id, new.bundle.meta.base_model, new.precision, new.provider)
+            self.metrics.reference_diff.set(new.reference.max_abs_diff if new.reference else float("nan"))
         if old is not None:
             task = asyncio.get_running_loop().create_task(old.close(self.settings.drain_seconds))
             self._retiring.add(task)

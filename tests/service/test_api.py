@@ -168,6 +168,7 @@ def test_every_precision_reproduces_its_reference_probes_at_load(tiny_bundle: Pa
                 for p, q in zip(reference["prompts"], reference["completions"], strict=True)
             ]
             served = c.post("/score", json={"items": items}).json()["scores"]
+            assert "rm_reference_max_abs_diff 0.0" in c.get("/metrics").text
         # Same machine, same files: the service reproduces the export's probe rewards exactly, fp16 included.
         assert served == reference["rewards"][precision]
     from models.reference import check_reference
@@ -204,6 +205,7 @@ def test_a_drifted_reference_is_refused_or_served_with_a_warning(
     with make_client(int8_off, precision="int8", reference_check="warn") as c:
         check = c.get("/info").json()["reference_check"]
         assert not check["ok"] and check["max_abs_diff"] == pytest.approx(1.0, abs=1e-5)
+        assert "rm_reference_max_abs_diff 1.0" in c.get("/metrics").text
     assert "does not reproduce the exported scores" in caplog.text
     with make_client(int8_off, precision="fp32") as c:  # the fp32 reference still holds
         assert c.get("/info").json()["reference_check"]["ok"]

@@ -106,16 +106,15 @@ def _check_reference(meta: BundleMeta) -> None:
         ok = (
             len(ref["completions"]) == n
             and isinstance(ref["ids_sha256"], str)
-            and set(ref["rewards"]) <= set(meta.precisions)
-            and "fp32" in ref["rewards"]
+            and "fp32" in ref["rewards"]  # rewards of precisions the bundle no longer ships are never compared
             and all(len(r) == n and all(isinstance(x, float) for x in r) for r in ref["rewards"].values())
         )
     except (KeyError, TypeError, AttributeError):
         ok = False
     if not ok:
         raise BundleError(
-            "invalid reference: needs prompts, completions, ids_sha256 and fp32 rewards (one float per probe, "
-            "precisions among the bundle's)"
+            "invalid reference: needs prompts, completions, ids_sha256 and fp32 rewards (one float per probe "
+            "for each precision)"
         )
 
 

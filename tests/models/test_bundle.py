@@ -96,7 +96,7 @@ def test_refusals(tmp_path: Path, sources: dict[str, Path]) -> None:
         read_bundle(b)  # an int where a float reward belongs
     edit_meta(b, reference={"prompts": ["p"], "completions": ["c"], "ids_sha256": "x", "rewards": {"fp16": [1.0]}})
     with pytest.raises(BundleError, match="invalid reference"):
-        read_bundle(b)  # rewards of a precision the bundle does not ship, and none for fp32
+        read_bundle(b)  # no fp32 rewards
     b = fresh("formatting")
     edit_meta(b, formatting={"kind": "telepathy", "max_length": 64})
     with pytest.raises(BundleError, match="unknown formatting kind"):

@@ -43,7 +43,7 @@ def test_startup_faults_exit_nonzero_with_one_line(tiny_bundle: Path, tmp_path: 
     (bad_graph_src / "model.onnx").write_bytes(b"not an onnx graph")
     bundle = read_bundle(tiny_bundle)
     sources = {"tokenizer.json": bundle.tokenizer_path, "model.onnx": bad_graph_src / "model.onnx"}
-    bundle.meta.precisions, reference, bundle.meta.reference = ["fp32"], bundle.meta.reference, {}
+    bundle.meta.precisions, reference = ["fp32"], bundle.meta.reference  # int8/fp16 probe rewards stay, unused
     write_bundle(tmp_path / "bad-graph", bundle.meta, sources)
     cases["bad-graph"] = tmp_path / "bad-graph"
     # A sound graph whose recorded probe rewards this runtime does not reproduce (as after a runtime upgrade).

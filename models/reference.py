@@ -81,7 +81,7 @@ class ReferenceCheck:
 
     @property
     def ok(self) -> bool:
-        return self.tokens_match and self.max_abs_diff <= self.limit
+        return not self.problem()
 
     def problem(self) -> str:
         """One line saying what is off ("" when nothing is)."""

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from models.bundle import BundleError, read_bundle
-from models.formatting import completion_text, dedupe
+from models.formatting import Encoded, completion_text, dedupe
 from models.runtime import BundleScorer
 
 from .data import DataError, LoadReport, PreferencePair, load_pairs, split_by_prompt
@@ -60,10 +60,15 @@ def pair_metrics(pairs: Sequence[PreferencePair], chosen: np.ndarray, rejected: 
     }
 
 
+def encode_pairs(scorer: BundleScorer, pairs: Sequence[PreferencePair]) -> list[Encoded]:
+    """Every pair's (prompt, chosen) input, then every pair's (prompt, rejected): the layout all scoring here uses."""
+    prompts = [p.prompt for p in pairs]
+    return scorer.encode(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs])
+
+
 def score_pairs(scorer: BundleScorer, pairs: Sequence[PreferencePair]) -> tuple[np.ndarray, np.ndarray, int]:
     """(chosen rewards, rejected rewards, number of truncated texts) for pairs, through the bundle."""
-    prompts = [p.prompt for p in pairs]
-    encoded = scorer.encode(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs])
+    encoded = encode_pairs(scorer, pairs)
     distinct, index = dedupe(encoded)  # ranked data repeats texts: 4 answers -> 6 pairs, 8 texts, 4 distinct
     rewards = scorer.score_encoded(distinct)[index]
     return rewards[: len(pairs)], rewards[len(pairs) :], sum(e.truncated for e in encoded)

@@ -30,7 +30,7 @@ from models.runtime import BundleScorer
 
 from .config import FitConfig
 from .data import PreferencePair
-from .evaluate import build_report, evaluate, score_pairs, write_plot
+from .evaluate import build_report, encode_pairs, evaluate, score_pairs, write_plot
 from .model import RewardModel
 from .trainer import pad_batch
 
@@ -389,8 +389,7 @@ def screen_int8(
     rule is the final check's own formula: (pairs - flipped) / pairs < min_agreement.
     """
     n = len(pairs)
-    prompts = [p.prompt for p in pairs]
-    distinct, index = dedupe(scorer.encode(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs]))
+    distinct, index = dedupe(encode_pairs(scorer, pairs))
     text_of = np.asarray(index, dtype=np.int64).reshape(2, n)  # [0]: each pair's chosen text, [1]: its rejected
     rewards = np.zeros(len(distinct), dtype=np.float32)
     done = np.zeros(len(distinct), dtype=bool)
@@ -442,19 +441,17 @@ def add_fp16(
         convert_fp16(work / MODEL_FILES["fp32"], path)
         trial = BundleMeta(**{**vars(meta), "precisions": [*meta.precisions, "fp16"], "files": {}})
         candidate = write_bundle(work / "candidate", trial, {**sources, MODEL_FILES["fp16"]: path})
-        fp32, fp16 = (BundleScorer(candidate, p, device="cpu") for p in ("fp32", "fp16"))
-        prompts = [p.prompt for p in pairs]
-        encoded = fp32.encode(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs])
-        diff = float(np.max(np.abs(fp16.score_encoded(encoded) - fp32.score_encoded(encoded)), initial=0.0))
+        fp32, fp16 = (score_pairs(BundleScorer(candidate, p, device="cpu"), pairs)[:2] for p in ("fp32", "fp16"))
+        diff = float(np.max(np.abs(np.concatenate(fp16) - np.concatenate(fp32)), initial=0.0))
     except Exception as e:  # an op without an fp16 form: not worth failing a fit over
         log.warning("no fp16 graph in this bundle: %s: %s", type(e).__name__, str(e).strip()[:300])
         return {"kept": False, "error": f"{type(e).__name__}: {str(e).strip()[:300]}"}
     kept = diff <= limit  # False for NaN too
-    log.info("fp16 vs fp32: max |diff| %.3g over %d texts (limit %.3g): %s", diff, len(encoded), limit, kept)
+    log.info("fp16 vs fp32: max |diff| %.3g over %d texts (limit %.3g): %s", diff, 2 * len(pairs), limit, kept)
     if kept:
         sources[MODEL_FILES["fp16"]] = path
         meta.precisions = [*meta.precisions, "fp16"]
-    return {"kept": kept, "max_abs_diff": diff, "limit": limit, "texts": len(encoded)}
+    return {"kept": kept, "max_abs_diff": diff, "limit": limit, "texts": 2 * len(pairs)}
 
 
 def convert_fp16(fp32: Path, out: Path) -> None:
@@ -500,8 +497,7 @@ def check_parity(
 ) -> dict[str, Any]:
     """ONNX fp32 (through the service's scorer) vs torch on real pairs; raises ExportError beyond tolerance."""
     scorer = BundleScorer(bundle, "fp32", device="cpu")
-    prompts = [p.prompt for p in pairs]
-    encoded = scorer.encode(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs])
+    encoded = encode_pairs(scorer, pairs)
     want = torch_rewards(model, encoded, pad_id)
     got = scorer.score_encoded(encoded)
     diff = float(np.max(np.abs(want - got)))

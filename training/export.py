@@ -240,9 +240,9 @@ def export_bundle(
     work = cfg.work_dir / "export"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    model.eval().float()
     # Saved first, so a failed check never costs the training run: --resume re-exports from the checkpoint.
     model.save_backbone(cfg.work_dir / "hf", tokenizer)
+    model = model.fp32_copy(cfg.work_dir / "hf")
     pad_id = int(tokenizer.pad_token_id)
 
     backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())

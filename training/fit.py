@@ -35,25 +35,21 @@ def load_splits(cfg: FitConfig) -> tuple[list[PreferencePair], dict[str, list[Pr
     return train, by_file
 
 
-def bf16_enabled(setting: str) -> bool:
-    import torch
-
-    if setting != "auto":
-        return setting == "on"
-    if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
-    # Only where oneDNN has native bf16 kernels: emulated bf16 ran 8x slower than fp32 on an AVX2 CPU here.
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """Fine-tune the backbone; returns (reward model, hf tokenizer, format spec, training summary)."""
+    """Fine-tune the backbone; returns (reward model, hf tokenizer, format spec, training summary).
+
+    Under torchrun / accelerate launch every rank runs this; the summary says whether this is the main process
+    (the only one that exports) and how the ranks shared the pairs.
+    """
+    import torch
+    from accelerate import PartialState
     from tokenizers import Tokenizer
     from transformers import TrainingArguments, set_seed
 
     from models.formatting import Formatter
 
     from .model import (
+        DEFAULT_BASE_NAME,
         RewardModel,
         choose_pooling,
         default_base,
@@ -64,9 +60,12 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         load_backbone,
         model_max_length,
     )
-    from .trainer import PairCollator, PairDataset, RewardTrainer
+    from .precision import decide_bf16
+    from .trainer import PairCollator, PairDataset, RewardTrainer, data_parallel_report
 
     set_seed(cfg.seed)
+    on_gpu = torch.cuda.is_available()
+    state = PartialState(cpu=not on_gpu)  # under a launcher: joins the process group now, for _rank0s below
     base = cfg.base or default_base()
     model, tokenizer, architecture = load_backbone(base)
     if not cfg.dropout:
@@ -85,7 +84,13 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         dataset.truncated,
         spec.max_length,
     )
-    bf16 = bf16_enabled(cfg.bf16)
+    pooling = choose_pooling(model, architecture, base, cfg.pooling)
+    log.info("%s backbone %s, pooling %s", architecture, base, pooling)
+    reward_model = RewardModel(model, architecture, pooling)
+    collator = PairCollator(tokenizer.pad_token_id)
+    probe = None if on_gpu or not state.is_main_process else _probe_step(reward_model, dataset, collator, cfg)
+    bf16 = _rank0s(decide_bf16(cfg.bf16, probe, cuda=on_gpu), state)
+    log.info("bf16 %s: %s", "on" if bf16.enabled else "off", bf16.reason)
     args = TrainingArguments(
         output_dir=str(cfg.work_dir / "checkpoints"),
         num_train_epochs=cfg.epochs,
@@ -95,7 +100,8 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
         lr_scheduler_type="linear",
         weight_decay=cfg.weight_decay,
-        bf16=bf16,
+        bf16=bf16.enabled,
+        use_cpu=not on_gpu,  # transformers refuses bf16 on a CPU unless told it is one
         logging_steps=cfg.logging_steps,
         save_steps=cfg.save_steps,
         save_total_limit=2,
@@ -104,27 +110,25 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         remove_unused_columns=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
+        ddp_find_unused_parameters=False,  # every trainable weight takes part in each step
     )
-    pooling = choose_pooling(model, architecture, base, cfg.pooling)
-    log.info("%s backbone %s, pooling %s", architecture, base, pooling)
-    reward_model = RewardModel(model, architecture, pooling)
     trainer = RewardTrainer(
         model=reward_model,
         args=args,
         train_dataset=dataset,
-        data_collator=PairCollator(tokenizer.pad_token_id),
+        data_collator=collator,
         center_rewards_coefficient=cfg.center_rewards_coefficient,
     )
     resume = _last_checkpoint(str(args.output_dir)) if cfg.resume else None
     if cfg.resume and resume is None:
         log.warning("--resume: no checkpoint in %s, starting from scratch", args.output_dir)
+    first_whole_epoch = 0 if resume is None else _epochs_done(resume)  # read now: the Trainer rotates checkpoints
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     reward_model.eval()
-    reward_model.float()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    summary = {
-        "base_model": base if cfg.base else "sentence-transformers/all-MiniLM-L6-v2",
+    summary: dict[str, Any] = {
+        "base_model": base if cfg.base else DEFAULT_BASE_NAME,
         "architecture": architecture,
         "pooling": pooling,
         "frozen_layers": frozen_layers,
@@ -133,11 +137,50 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         "train_loss": round(float(result.training_loss), 4),
         "first_logged_loss": losses[0] if losses else None,
         "last_logged_loss": losses[-1] if losses else None,
-        "bf16": bf16,
+        "bf16": bf16.to_dict(),
         "resumed_from": resume,
         "truncated_train_pairs": dataset.truncated,
+        "main_process": state.is_main_process,
     }
+    if trainer.batches is not None:
+        whole = list(range(first_whole_epoch, int(trainer.state.epoch + 1e-9)))  # run here from their start
+        summary["data_parallel"] = data_parallel_report(trainer.batches, len(dataset), whole)
     return reward_model, tokenizer, spec, summary
+
+
+def _probe_step(model: Any, dataset: Any, collator: Any, cfg: FitConfig) -> Any:
+    """The bf16 probe's step: forward + backward of the real model on representative real batches."""
+    from .precision import training_step_probe
+    from .trainer import representative_batches
+
+    batches = [collator([dataset[i] for i in b]) for b in representative_batches(dataset, cfg.batch_size, cfg.seed)]
+    steps = [training_step_probe(model, batch) for batch in batches]
+
+    def step() -> None:
+        for one in steps:
+            one()
+
+    model.train()
+    return step
+
+
+def _rank0s(decision: Any, state: Any) -> Any:
+    """Rank 0's decision on every rank: ranks timing their own probes could disagree, and DDP needs one precision."""
+    if state.num_processes == 1:
+        return decision
+    import torch.distributed as dist
+
+    box = [decision]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _epochs_done(checkpoint: str) -> int:
+    """Epochs a checkpoint had begun: the resumed run's first whole epoch is the next one."""
+    import math
+
+    with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as f:
+        return math.ceil(float(json.load(f).get("epoch", 0.0)) - 1e-9)
 
 
 def _last_checkpoint(folder: str) -> str | None:
@@ -183,7 +226,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         sum(map(len, held_out.values())),
         len(held_out),
     )
-    reward_model, tokenizer, spec, summary = train(cfg, train_pairs)
+    try:
+        reward_model, tokenizer, spec, summary = train(cfg, train_pairs)
+    except (ValueError, OSError) as e:  # a backbone or setting that cannot work: one line, not a library's trace
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    if not summary["main_process"]:
+        log.info("training done on this rank; the main process evaluates and exports")
+        return 0
 
     from .export import ExportError, export_bundle
 

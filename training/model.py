@@ -224,6 +224,18 @@ class RewardModel(nn.Module):
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return self.model.score(pooled)[:, 0]
 
+    def fp32_copy(self, path: str | os.PathLike[str]) -> RewardModel:
+        """A fresh fp32 copy read back from the checkpoint `save_backbone` wrote to `path`, in eval mode.
+
+        The export traces this, never the trained object: whatever precision training ran in, the copy has
+        fp32 weights and none of the autocast wrappers accelerate patches into a trained model's forward (a
+        bf16-trained model traced as is gives a graph of bf16 MatMuls ONNX Runtime's CPU kernels cannot run).
+        """
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+        return RewardModel(model, self.architecture, self.pooling).eval()
+
     def save_backbone(self, path: str | os.PathLike[str], tokenizer: Any) -> None:
         """Save the fine-tuned backbone as a plain transformers checkpoint (for users who want torch)."""
         self.model.save_pretrained(path)

@@ -52,34 +52,62 @@ class PromptBatches(Sampler[list[int]]):
     of ~50 batches, sort each by padded width and pack it in order, so a batch's rows pad to similar widths; then
     shuffle the batches. Every epoch has the same number of batches (the Trainer plans its steps from epoch 0):
     a plan that comes out longer merges its smallest neighbours, one that comes out shorter splits its largest.
+
+    Under data parallelism every rank builds the same plan (same seed and epoch), with a number of batches that is
+    a multiple of `world_size`, and takes every `world_size`-th batch from its `rank`: in an epoch the ranks' pairs
+    are disjoint and together cover every pair once. (accelerate's own sharding would assume equal-size batches
+    and repeat early ones to even out the ranks, so the loader is not handed to it.) `assigned[epoch]` records the
+    pairs this rank was given, for the fit's check that the ranks covered the data.
     """
 
-    def __init__(self, groups: Sequence[Sequence[int]], widths: Sequence[int], batch_size: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        groups: Sequence[Sequence[int]],
+        widths: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.groups = [list(g) for g in groups]
         self.group_widths = [max(widths[i] for i in g) for g in self.groups]
         self.batch_size = max(1, batch_size)
         self.seed = seed
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
-        self.size = len(self._pack(0))
+        self.assigned: dict[int, list[int]] = {}
+        planned = len(self._pack(0))
+        pairs = sum(map(len, self.groups))
+        if pairs < world_size:
+            raise ValueError(f"{pairs} training pairs cannot be shared by {world_size} processes")
+        # A multiple of the world size: fewer batches (merged) unless that would leave a rank without one.
+        self.total = max(world_size, planned - planned % world_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.size
+        return self.total // self.world_size
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._pack(self.epoch)
-        while len(batches) > self.size:
+        batches = self.plan(self.epoch)
+        assigned = self.assigned.setdefault(self.epoch, [])
+        for batch in batches[self.rank :: self.world_size]:
+            assigned.extend(batch)
+            yield batch
+
+    def plan(self, epoch: int) -> list[list[int]]:
+        """Every rank's batches of `epoch`, in the order they are dealt out."""
+        batches = self._pack(epoch)
+        while len(batches) > self.total:
             i = min(range(len(batches) - 1), key=lambda k: len(batches[k]) + len(batches[k + 1]))
             batches[i : i + 2] = [batches[i] + batches[i + 1]]
-        while len(batches) < self.size:
+        while len(batches) < self.total:
             i = max(range(len(batches)), key=lambda k: len(batches[k]))
             half = len(batches[i]) // 2
             batches[i : i + 1] = [batches[i][:half], batches[i][half:]]
-        generator = torch.Generator().manual_seed(self.seed + 7919 * self.epoch + 1)
-        for k in torch.randperm(len(batches), generator=generator).tolist():
-            yield batches[k]
+        generator = torch.Generator().manual_seed(self.seed + 7919 * epoch + 1)
+        return [batches[k] for k in torch.randperm(len(batches), generator=generator).tolist()]
 
     def _pack(self, epoch: int) -> list[list[int]]:
         generator = torch.Generator().manual_seed(self.seed + 7919 * epoch)
@@ -101,6 +129,22 @@ class PromptBatches(Sampler[list[int]]):
             batches.append(current)
             mega, pairs = [], 0
         return batches
+
+
+class EpochLoader(DataLoader):
+    """A DataLoader whose `set_epoch` reaches its PromptBatches (the Trainer calls it at each epoch)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)  # type: ignore[union-attr]
+
+
+def representative_batches(dataset: PairDataset, batch_size: int, seed: int = 0) -> list[list[int]]:
+    """The epoch-0 batches at the median and the 90th percentile of padded tokens: what a timing probe should run,
+    since tiny batches time the kernels' overheads rather than the arithmetic that dominates an epoch."""
+    batches = PromptBatches(dataset.groups, dataset.widths, batch_size, seed).plan(0)
+    by_tokens = sorted(batches, key=lambda b: len(b) * max(dataset.widths[i] for i in b))
+    picks = {len(by_tokens) // 2, (9 * len(by_tokens)) // 10}
+    return [by_tokens[k] for k in sorted(picks)]
 
 
 def pad_batch(seqs: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
@@ -133,6 +177,35 @@ class PairCollator:
         return batch
 
 
+METRICS = ("accuracy", "margin", "rewards/chosen", "rewards/rejected")  # logged as means over the logging window
+
+
+def _sum_across_ranks(values: list[float], device: torch.device) -> list[float]:
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)  # NCCL reduces only tensors on the GPU
+    torch.distributed.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def data_parallel_report(batches: PromptBatches, pairs: int, full_epochs: Sequence[int]) -> dict[str, Any]:
+    """Gather every rank's dealt-out pairs: per-rank counts, and whether each epoch in `full_epochs` (run whole in
+    this process) gave every pair to exactly one rank."""
+    mine = {epoch: list(indices) for epoch, indices in batches.assigned.items()}
+    ranks: list[Any] = [mine]
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        ranks = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(ranks, mine)
+    exact = all(sorted(i for rank in ranks for i in rank.get(epoch, [])) == list(range(pairs)) for epoch in full_epochs)
+    return {
+        "world_size": len(ranks),
+        "batches_per_rank_per_epoch": len(batches),
+        "pairs_per_rank": [{str(e): len(ix) for e, ix in sorted(rank.items())} for rank in ranks],
+        "full_epochs_checked": list(full_epochs),
+        "each_pair_once_per_epoch": exact,
+    }
+
+
 class RewardTrainer(Trainer):
     """Trainer whose loss is Bradley–Terry over (chosen, rejected) rows; logs accuracy and reward margins."""
 
@@ -143,17 +216,28 @@ class RewardTrainer(Trainer):
         self.center_rewards_coefficient = center_rewards_coefficient
         self._sums: dict[str, float] = {}
         self._count = 0
+        self.batches: PromptBatches | None = None  # the sampler of the last train loader (data_parallel_report)
 
     def get_train_dataloader(self) -> DataLoader:
         """Prompt-grouped batches (PromptBatches) for pair data; anything else gets the Trainer's own loader."""
         dataset = self.train_dataset
         if not isinstance(dataset, PairDataset):
             return super().get_train_dataloader()
-        batches = PromptBatches(dataset.groups, dataset.widths, self.args.train_batch_size, self.args.seed)
-        loader = DataLoader(
-            dataset, batch_sampler=batches, collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers
+        args = self.args
+        batches = PromptBatches(
+            dataset.groups,
+            dataset.widths,
+            args.per_device_train_batch_size,
+            args.seed,
+            rank=args.process_index,
+            world_size=args.world_size,
         )
-        return self.accelerator.prepare(loader)
+        self.batches = batches
+        # Not accelerator.prepare(): the sampler shards by itself (see PromptBatches); the Trainer moves each
+        # batch to the device.
+        return EpochLoader(
+            dataset, batch_sampler=batches, collate_fn=self.data_collator, num_workers=args.dataloader_num_workers
+        )
 
     def compute_loss(
         self,
@@ -173,19 +257,22 @@ class RewardTrainer(Trainer):
         return loss
 
     def _accumulate(self, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
-        values = {
-            "accuracy": (chosen > rejected).float().mean().item(),
-            "margin": (chosen - rejected).mean().item(),
-            "rewards/chosen": chosen.mean().item(),
-            "rewards/rejected": rejected.mean().item(),
-        }
-        for key, value in values.items():
+        values = (
+            (chosen > rejected).float().mean().item(),
+            (chosen - rejected).mean().item(),
+            chosen.mean().item(),
+            rejected.mean().item(),
+        )
+        for key, value in zip(METRICS, values, strict=True):
             self._sums[key] = self._sums.get(key, 0.0) + value
         self._count += 1
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        if self._count and "loss" in logs:
-            logs.update({k: round(v / self._count, 4) for k, v in self._sums.items()})
+        if "loss" in logs:  # every rank logs at the same steps, so the sums can be reduced across ranks here
+            local = [self._sums.get(k, 0.0) for k in METRICS] + [float(self._count)]
+            totals = _sum_across_ranks(local, self.args.device)
+            if totals[-1]:
+                logs.update({k: round(v / totals[-1], 4) for k, v in zip(METRICS, totals, strict=False)})
             self._sums, self._count = {}, 0
         super().log(logs, *args, **kwargs)
 

@@ -12,13 +12,13 @@ from typing import Any
 
 
 def build_app(model_dir: str, bundle_dir: str, threads: int) -> Any:
-    import numpy as np
     import torch
     from fastapi import FastAPI
     from transformers import AutoModelForSequenceClassification
 
     from models.bundle import read_bundle
     from models.formatting import Formatter
+    from models.inputs import pad
 
     torch.set_num_threads(threads)
     bundle = read_bundle(bundle_dir)
@@ -31,14 +31,9 @@ def build_app(model_dir: str, bundle_dir: str, threads: int) -> Any:
     async def score(body: dict[str, Any]) -> dict[str, Any]:
         items = body["items"]
         encoded = formatter.encode_many([i["prompt"] for i in items], [i["completion"] for i in items])
-        width = max(len(e) for e in encoded)
-        ids = np.full((len(encoded), width), bundle.meta.pad_token_id, dtype=np.int64)
-        mask = np.zeros_like(ids)
-        for row, e in enumerate(encoded):
-            ids[row, : len(e)] = e.ids
-            mask[row, : len(e)] = 1
+        feeds = pad(encoded, bundle.meta.pad_token_id, ("input_ids", "attention_mask"))
         with torch.inference_mode():  # blocks the event loop, as serve_rm's handler does
-            logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
+            logits = model(**{name: torch.from_numpy(array) for name, array in feeds.items()}).logits
         return {"scores": logits[:, 0].tolist()}
 
     @app.get("/healthz")

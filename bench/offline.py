@@ -9,11 +9,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from models.batching import plan_batches
 from models.bundle import Bundle
 from models.formatting import Encoded
+from models.inputs import pad
 from models.runtime import BundleScorer
 
 
@@ -98,7 +97,7 @@ def torch_offline(
     # Same token ids as the service (models.formatting), so only the runtime differs.
     encoded = BundleScorer(bundle, "fp32", device="cpu").encode(prompts, completions)
     tokens = sum(len(e) for e in encoded)
-    pad = bundle.meta.pad_token_id
+    pad_id = bundle.meta.pad_token_id
 
     def one_pass(size: int) -> Callable[[], object]:
         plans = plan_batches([len(e) for e in encoded], 10**9, size)
@@ -106,13 +105,8 @@ def torch_offline(
         def run() -> None:
             with torch.inference_mode():
                 for plan in plans:
-                    width = max(len(encoded[i]) for i in plan)
-                    ids = np.full((len(plan), width), pad, dtype=np.int64)
-                    mask = np.zeros_like(ids)
-                    for row, i in enumerate(plan):
-                        ids[row, : len(encoded[i])] = encoded[i].ids
-                        mask[row, : len(encoded[i])] = 1
-                    model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+                    feeds = pad([encoded[i] for i in plan], pad_id, ("input_ids", "attention_mask"))
+                    model(**{name: torch.from_numpy(array) for name, array in feeds.items()})
 
         return run
 

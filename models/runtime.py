@@ -15,6 +15,7 @@ import numpy as np
 from .batching import plan_batches
 from .bundle import Bundle
 from .formatting import Encoded, Formatter, Text
+from .inputs import pad
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -101,26 +102,11 @@ class BundleScorer:
     def encode(self, prompts: Sequence[Text], completions: Sequence[Text]) -> list[Encoded]:
         return self.formatter.encode_many(prompts, completions)
 
-    def feeds(self, batch: Sequence[Encoded]) -> dict[str, np.ndarray]:
-        """Right-pad a batch into the graph's inputs."""
-        width = max(len(e) for e in batch)
-        ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        types = np.zeros((len(batch), width), dtype=np.int64)
-        for row, e in enumerate(batch):
-            n = len(e.ids)
-            ids[row, :n] = e.ids
-            mask[row, :n] = 1
-            if e.type_ids is not None:
-                types[row, :n] = e.type_ids
-        arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        return {name: arrays[name] for name in self.input_names}
-
     def run(self, batch: Sequence[Encoded]) -> np.ndarray:
         """Rewards for one batch, shape (len(batch),), float32."""
         if not batch:
             return np.zeros(0, dtype=np.float32)
-        out: Any = self.session.run(None, self.feeds(batch))[0]
+        out: Any = self.session.run(None, pad(batch, self.pad_id, self.input_names))[0]
         rewards = np.asarray(out, dtype=np.float32).reshape(len(batch))
         return rewards
 

@@ -351,6 +351,14 @@ def split_by_prompt(
     return train, held
 
 
+def sample_pairs(pairs: Sequence[PreferencePair], n: int, seed: int) -> list[PreferencePair]:
+    """Up to `n` of `pairs`, drawn without replacement by `seed`, in their original order."""
+    import numpy as np
+
+    picks = np.random.default_rng(seed).choice(len(pairs), size=min(n, len(pairs)), replace=False)
+    return [pairs[i] for i in sorted(picks)]
+
+
 def fingerprint(pairs: Iterable[PreferencePair]) -> str:
     """SHA-256 of the pairs' content (not their sources), recorded in the bundle."""
     digest = hashlib.sha256()

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import FitConfig, parse_config
-from .data import DataError, LoadReport, PreferencePair, fingerprint, load_pairs, split_by_prompt
+from .data import DataError, LoadReport, PreferencePair, fingerprint, load_pairs, sample_pairs, split_by_prompt
 
 log = logging.getLogger("training.fit")
+AGREEMENT_PAIRS = 512  # at least this many pairs decide int8 vs fp32 agreement
 
 
 def load_splits(cfg: FitConfig) -> tuple[list[PreferencePair], dict[str, list[PreferencePair]]]:
@@ -183,6 +184,53 @@ def _epochs_done(checkpoint: str) -> int:
         return math.ceil(float(json.load(f).get("epoch", 0.0)) - 1e-9)
 
 
+def export_job(
+    cfg: FitConfig,
+    model: Any,
+    tokenizer: Any,
+    spec: Any,
+    train_pairs: Sequence[PreferencePair],
+    held_out: dict[str, list[PreferencePair]],
+    summary: dict[str, Any],
+) -> Any:
+    """What the fit hands the export: the trained weights (saved first, so a failed check never costs the training
+    run: --resume re-exports from them) read back as an fp32 copy, and its pairs. Calibration comes from training
+    pairs; parity, evaluation and the int8 agreement from held-out pairs, topped up with training pairs when they
+    are few, so one flipped pair in 49 cannot decide the export."""
+    from pathlib import Path
+
+    from .export import ExportJob, ExportOptions
+
+    model.save_backbone(cfg.work_dir / "hf", tokenizer)
+    eval_pairs = [p for pairs in held_out.values() for p in pairs]
+    extra = max(0, AGREEMENT_PAIRS - len(eval_pairs)) if eval_pairs else 0
+    return ExportJob(
+        model=model.fp32_copy(cfg.work_dir / "hf"),
+        tokenizer=tokenizer,
+        spec=spec,
+        out=Path(cfg.out),
+        work=cfg.work_dir / "export",
+        name=Path(cfg.out).name,
+        base_model=summary["base_model"],
+        calibration=sample_pairs(train_pairs, cfg.calibration_pairs, cfg.seed),
+        parity=sample_pairs(eval_pairs or list(train_pairs), cfg.parity_pairs, cfg.seed),
+        eval_files=held_out or {"train (no held-out pairs)": list(train_pairs)},
+        agreement_extra=sample_pairs(train_pairs, extra, cfg.seed + 1),
+        split="eval_data" if cfg.eval_data else "prompt_split",
+        data_fingerprint=summary.get("data_fingerprint", ""),
+        provenance={k: v for k, v in vars(cfg).items() if k not in ("data", "eval_data")}
+        | {"data": list(cfg.data), "eval_data": cfg.eval_data, "summary": summary},
+        options=ExportOptions(
+            int8=cfg.int8,
+            fp16=cfg.fp16,
+            parity_atol=cfg.parity_atol,
+            min_int8_agreement=cfg.min_int8_agreement,
+            fp16_tolerance=cfg.fp16_tolerance,
+            plot=cfg.work_dir / "eval.png" if cfg.plot else None,
+        ),
+    )
+
+
 def _last_checkpoint(folder: str) -> str | None:
     """The newest *complete* checkpoint: a fit killed while saving leaves a folder without its trainer state.
 
@@ -239,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     summary["data_fingerprint"] = fingerprint(train_pairs)
     try:
-        bundle = export_bundle(cfg, reward_model, tokenizer, spec, train_pairs, held_out, summary)
+        bundle = export_bundle(export_job(cfg, reward_model, tokenizer, spec, train_pairs, held_out, summary))
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import Trainer
 
 from models.formatting import Encoded, Formatter, dedupe
+from models.inputs import pad
 
 from .data import PreferencePair
 from .loss import bradley_terry_loss
@@ -148,18 +149,8 @@ def representative_batches(dataset: PairDataset, batch_size: int, seed: int = 0)
 
 
 def pad_batch(seqs: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad encoded texts into input_ids / attention_mask / token_type_ids, as models.runtime does."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    types = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, s in enumerate(seqs):
-        n = len(s.ids)
-        ids[row, :n] = torch.tensor(s.ids)
-        mask[row, :n] = 1
-        if s.type_ids is not None:
-            types[row, :n] = torch.tensor(s.type_ids)
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    """models.inputs.pad as torch tensors: the very arrays the ONNX graphs are fed."""
+    return {name: torch.from_numpy(array) for name, array in pad(seqs, pad_id).items()}
 
 
 class PairCollator:

@@ -15,7 +15,7 @@ from builders import tiny_fit_argv
 from models.bundle import MODEL_FILES, read_bundle
 from training.config import parse_config
 from training.export import export_bundle
-from training.fit import load_splits
+from training.fit import export_job, load_splits
 from training.model import RewardModel, load_backbone
 from training.trainer import PromptBatches
 
@@ -66,7 +66,7 @@ def test_torchrun_two_processes_fit_export_and_resume(tiny_bert: Path, synthetic
     reward_model: Any = RewardModel(model, architecture, summary["pooling"])
     train_pairs, held_out = load_splits(cfg)
     spec = bundle.meta.formatting
-    single = export_bundle(cfg, reward_model, tokenizer, spec, train_pairs, held_out, dict(summary))
+    single = export_bundle(export_job(cfg, reward_model, tokenizer, spec, train_pairs, held_out, dict(summary)))
     for precision in bundle.meta.precisions:
         name = MODEL_FILES[precision]
         assert single.meta.files[name] == bundle.meta.files[name], precision

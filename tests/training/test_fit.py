@@ -13,12 +13,15 @@ from builders import tiny_fit_argv
 
 from models.bundle import read_bundle
 from models.formatting import Formatter
+from models.inputs import pad
 from models.runtime import BundleScorer
+from training.acceptance import screen_int8, torch_rewards
 from training.config import FitConfig, parse_config
 from training.data import load_pairs, split_by_prompt
 from training.evaluate import score_pairs
-from training.export import _feeds, export_bundle, quantize_int8, screen_int8, torch_rewards
-from training.fit import main, train
+from training.export import export_bundle
+from training.fit import export_job, main, train
+from training.graphs import quantize_int8
 
 
 def tiny_config(base: Path, data: Path, out: Path, **overrides: object) -> FitConfig:
@@ -58,7 +61,9 @@ def test_training_changes_parameters_and_bundle_tokenisation_equals_training(
     assert not any("encoder.layer.0" in k or "embeddings" in k for k in changed)
     assert summary["frozen_layers"] == 1
 
-    bundle = export_bundle(cfg, model, tokenizer, spec, pairs, {"held": held}, summary | {"base_model": "tiny"})
+    bundle = export_bundle(
+        export_job(cfg, model, tokenizer, spec, pairs, {"held": held}, summary | {"base_model": "tiny"})
+    )
     from tokenizers import Tokenizer
 
     training_side = Formatter(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()), spec)
@@ -106,7 +111,7 @@ def test_int8_calibration_cache_gives_the_graph_a_fresh_calibration_gives(tiny_b
     bundle = read_bundle(tiny_bundle)
     scorer = BundleScorer(bundle, "fp32", device="cpu")
     texts = [f"question {i} " + "word " * (i % 9) for i in range(32)]
-    feeds = [_feeds(e, bundle.meta.pad_token_id, scorer.input_names) for e in scorer.encode(texts, texts[::-1])]
+    feeds = [pad([e], bundle.meta.pad_token_id, scorer.input_names) for e in scorer.encode(texts, texts[::-1])]
     fp32, cache = bundle.model_path("fp32"), tmp_path / "calibration.json"
     quantize_int8(fp32, tmp_path / "wide.onnx", feeds, "square+contracting", cache=cache)
     assert cache.is_file()

@@ -40,7 +40,7 @@ def drain_us_per_pair(n: int, seed: int = 0) -> float:
         rng = random.Random(seed)
         pairs = [_Pair(rng.randint(20, 256)) for _ in range(n)]
         started = time.perf_counter()
-        await asyncio.gather(*batcher.submit_many(pairs))
+        await batcher.scores(pairs)
         elapsed = time.perf_counter() - started
         await batcher.close()
         return elapsed / n * 1e6

@@ -28,27 +28,6 @@ def plan_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: 
     return batches
 
 
-def padding_fraction(lengths: Sequence[int]) -> float:
-    """Fraction of a right-padded batch's tokens that are padding."""
-    if not lengths:
-        return 0.0
-    padded = len(lengths) * max(lengths)
-    return 1.0 - sum(lengths) / padded
-
-
-def pick_batch(
-    lengths: Sequence[int], anchor: int, max_batch_tokens: int, max_batch_size: int, max_padding: float
-) -> list[int]:
-    """The batch to run next: the `anchor` item (the oldest waiting) and the neighbours in length that fit.
-
-    Returns indices into `lengths`, anchor included; see `grow_window` for the rule. Sorts, so O(n log n): a
-    queue that picks batch after batch keeps its keys sorted and calls `grow_window` itself.
-    """
-    keys = sorted((n, i) for i, n in enumerate(lengths))
-    lo, hi = grow_window(keys, keys.index((lengths[anchor], anchor)), max_batch_tokens, max_batch_size, max_padding)
-    return [i for _, i in keys[lo : hi + 1]]
-
-
 def grow_window(
     keys: Sequence[tuple[int, int]], pos: int, max_batch_tokens: int, max_batch_size: int, max_padding: float
 ) -> tuple[int, int]:

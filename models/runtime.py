@@ -1,7 +1,7 @@
 """BundleScorer: an ONNX Runtime session plus the bundle's formatting -> float32 rewards. No asyncio, no HTTP.
 
 training.evaluate, the export's parity checks and the service all score through this class, so "the same code
-path" is literally the same code.
+path" is literally the same code. Which precision to open is models.serving's decision.
 """
 
 from __future__ import annotations
@@ -42,32 +42,13 @@ def session_providers(providers: Sequence[str], precision: str) -> list[str | tu
     return [(p, {"use_tf32": "0"}) if p == CUDA and precision == "fp32" else p for p in providers]
 
 
-# int8 trades a little agreement with fp32 for speed; without the speed it is not worth serving by default.
-MIN_INT8_SPEEDUP = 1.1
-
-
-def default_precision(bundle: Bundle, providers: Sequence[str]) -> str:
-    """int8 on CPU when the bundle has it and its export measured it faster than fp32; fp16 on GPU when the bundle
-    has it (tensor cores; the service falls back to fp32 if it misses the reference scores there); else fp32.
-
-    Bundles written before the speed was recorded keep int8.
-    """
-    if providers[0] == CPU and "int8" in bundle.meta.precisions:
-        speedup = bundle.meta.parity.get("int8", {}).get("speedup")
-        if speedup is None or speedup >= MIN_INT8_SPEEDUP:
-            return "int8"
-    if providers[0] != CPU and "fp16" in bundle.meta.precisions:
-        return "fp16"
-    return "fp32"
-
-
 class BundleScorer:
     """Scores pairs with one ONNX Runtime session. `run` is thread-safe (ONNX Runtime sessions are)."""
 
     def __init__(
         self,
         bundle: Bundle,
-        precision: str | None = None,
+        precision: str,
         device: str = "auto",
         intra_op_threads: int = 0,
         inter_op_threads: int = 1,
@@ -77,7 +58,7 @@ class BundleScorer:
 
         self.bundle = bundle
         self.providers = choose_providers(device)
-        self.precision = precision or default_precision(bundle, self.providers)
+        self.precision = precision
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads

@@ -9,11 +9,14 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from models.serving import Served
 
 
 def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
@@ -32,22 +35,20 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if v is not None}
 
 
-def preflight(settings: Settings) -> str | None:
-    """Read the bundle, open its ONNX session and re-score its reference probes once; the problem in one line, or
-    None."""
-    from models.bundle import BundleError, read_bundle
+def open_or_explain(settings: Settings) -> tuple[Served | None, str]:
+    """Read the bundle, open its ONNX session and re-score its reference probes, once: (the opened model, "") or
+    (None, the problem in one line). The server then serves this very session."""
+    from models.bundle import BundleError
 
-    from .scorer import open_scorer
+    from .pipeline import open_bundle
 
     try:
-        bundle = read_bundle(settings.model_dir)
-        open_scorer(bundle, settings)
+        return open_bundle(str(settings.model_dir), settings), ""
     except BundleError as e:
-        return str(e)
+        return None, str(e)
     except Exception as e:  # a graph or provider ONNX Runtime refuses
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        return f"{settings.model_dir}: the model cannot be loaded: {type(e).__name__}: {first_line}"
-    return None
+        return None, f"{settings.model_dir}: the model cannot be loaded: {type(e).__name__}: {first_line}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,9 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: invalid settings: {problems}", file=sys.stderr)
         return 2
 
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # Refuse a bad bundle with one line before binding a port: Kubernetes restarts us, nobody reads a trace.
-    problem = preflight(settings)
-    if problem:
+    opened, problem = open_or_explain(settings)
+    if opened is None:
         print(f"error: cannot serve: {problem}", file=sys.stderr)
         return 2
 
@@ -68,8 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .app import create_app
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = create_app(settings)
+    app = create_app(settings, opened)
+    lifecycle = app.state.lifecycle
 
     class DrainingServer(uvicorn.Server):
         """On the first SIGTERM: /readyz turns 503 at once; after the shutdown delay, new work is refused and
@@ -77,16 +79,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             delay = settings.shutdown_delay_seconds
-            if app.state.draining or delay <= 0:
+            if lifecycle.draining or delay <= 0:
                 self._stop(sig, frame)
                 return
-            app.state.draining = True
+            lifecycle.drain()
             timer = threading.Timer(delay, self._stop, (sig, frame))
             timer.daemon = True
             timer.start()
 
         def _stop(self, sig: int, frame: FrameType | None) -> None:
-            app.state.draining = app.state.stopping = True
+            lifecycle.stop()
             super().handle_exit(sig, frame)
 
         @contextlib.contextmanager

@@ -12,9 +12,12 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from models.serving import Served
+
 from . import errors, routes
+from .lifecycle import Lifecycle
 from .metrics import Metrics
-from .scorer import Pipeline
+from .pipeline import Pipeline
 from .settings import Settings
 
 log = logging.getLogger("service.app")
@@ -86,21 +89,23 @@ class RequestMetrics:
             self.metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, opened: Served | None = None) -> FastAPI:
+    """The app; `opened` is the bundle `python -m service` already opened and checked (else the lifespan opens it)."""
     metrics = Metrics()
     pipeline = Pipeline(settings, metrics)
+    lifecycle = Lifecycle()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        model = await pipeline.load(str(settings.model_dir))
-        log.info("serving %s (%s, %s)", model.model_id, model.precision, model.provider)
-        app.state.ready = True
+        model = await pipeline.load(str(settings.model_dir), opened)
+        log.info("serving %s (%s: %s, %s)", model.model_id, model.precision, model.precision_reason, model.provider)
+        lifecycle.ready()
         try:
             yield
         finally:
-            app.state.ready = False
-            app.state.draining = app.state.stopping = True
+            lifecycle.stop()
             await pipeline.close()
+            lifecycle.stopped()
 
     app = FastAPI(
         title="RLHF reward model service",
@@ -112,10 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.pipeline = pipeline
     app.state.metrics = metrics
-    app.state.ready = False
-    app.state.draining = False  # /readyz answers 503 (SIGTERM seen)
-    app.state.stopping = False  # new scoring work is refused (after the shutdown delay)
-    app.state.version = service_version()
+    app.state.lifecycle = lifecycle
     errors.install(app)
     app.include_router(routes.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

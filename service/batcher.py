@@ -5,8 +5,9 @@ threads, so the event loop never blocks. Whenever a worker is free, the oldest p
 the pending pairs nearest to it in length, within `max_batch_tokens` / `max_batch_size` / `max_padding`
 (padding is most of the waste on CPU), lingering up to `max_wait` for batch mates; results and errors go back
 to each waiting future. A pair whose future was cancelled (its client went away) is dropped before it runs.
-Admission is all-or-nothing: a request that would overflow the queue is refused at once (`Overloaded`)
-instead of waiting forever.
+Admission is one path, `reserve(n)`: room for a request's pairs is taken at the door, all or nothing (a request
+that would overflow the queue is refused at once with `Overloaded` instead of waiting forever), and the
+`Reservation` gives back whatever it did not queue when its `with` block ends, on every exit path.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from .errors import InferenceFailed, NotReady, Overloaded
 log = logging.getLogger("service.batcher")
 
 
-class Sized(Protocol):
+class HasLength(Protocol):
+    """A queued item: its length in tokens is what batching bounds."""
+
     def __len__(self) -> int: ...
 
 
@@ -53,6 +56,46 @@ class BatchStats:
     padded_tokens: int
     seconds: float
     queue_waits: list[float]
+
+
+class Reservation:
+    """Queue room for up to `size` pairs of one request. Use it as a context manager: what it has not queued
+    when the block ends (tokenisation failed, the client left, repeats were merged) goes back to the queue."""
+
+    def __init__(self, batcher: MicroBatcher, size: int) -> None:
+        self._batcher = batcher
+        self.remaining = size
+
+    def shrink(self, n: int) -> None:
+        """Give back room for n pairs that will never be queued (e.g. repeats scored once)."""
+        n = min(n, self.remaining)
+        self.remaining -= n
+        self._batcher._unreserve(n)
+
+    def submit(self, items: Sequence[HasLength]) -> list[asyncio.Future[float]]:
+        """Queue items against this reservation; one future per item."""
+        if len(items) > self.remaining:
+            raise ValueError(f"{len(items)} items for a reservation of {self.remaining}")
+        futures = self._batcher._enqueue(items)
+        self.remaining -= len(items)
+        return futures
+
+    async def scores(self, items: Sequence[HasLength]) -> list[float]:
+        """Queue items and await their scores, in order; if any fails or the caller is cancelled, the rest of
+        them leave the queue (cancelled) before the error propagates."""
+        futures = self.submit(items)
+        try:
+            return list(await asyncio.gather(*futures))
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shrink(self.remaining)
 
 
 class MicroBatcher:
@@ -102,8 +145,8 @@ class MicroBatcher:
     def start(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._flush_loop(), name="batcher")
 
-    def admit(self, n: int) -> None:
-        """Reserve queue room for n pairs before tokenising them, or raise Overloaded (429) at once.
+    def reserve(self, n: int) -> Reservation:
+        """Room for n pairs, taken before they are tokenised, or Overloaded (429) / NotReady (503) at once.
 
         Admission happens at the door, not after tokenisation, so an overloaded server refuses work before
         spending CPU on it and requests cannot pile up unbounded in front of the queue.
@@ -116,20 +159,23 @@ class MicroBatcher:
                 headers={"Retry-After": "1"},
             )
         self._reserved += n
+        return Reservation(self, n)
 
-    def release(self, n: int) -> None:
-        """Give back a reservation whose pairs will never be submitted (tokenisation failed, client left)."""
+    async def scores(self, items: Sequence[HasLength]) -> list[float]:
+        """Reserve, queue and await `items` in one call (for callers with nothing to do in between)."""
+        with self.reserve(len(items)) as room:
+            return await room.scores(items)
+
+    def _unreserve(self, n: int) -> None:
         self._reserved -= n
         self._arrived.set()  # a draining flush loop may be waiting for these pairs
 
-    def submit_many(self, items: Sequence[Sized], admitted: bool = False) -> list[asyncio.Future[float]]:
-        """Queue items (admitting them unless `admit` already did); one future per item, resolved with its score."""
-        if not admitted:
-            self.admit(len(items))
-        self._reserved -= len(items)
-        # While draining, pairs admitted before close still get queued: the flush loop waits for them.
-        if self._closed and (not admitted or self._loop_task is None or self._loop_task.done()):
+    def _enqueue(self, items: Sequence[HasLength]) -> list[asyncio.Future[float]]:
+        """Queue reserved items; one future per item, resolved with its score."""
+        # While draining, reserved pairs still get queued: the flush loop waits for every reservation.
+        if self._closed and (self._loop_task is None or self._loop_task.done()):
             raise NotReady("the server is shutting down")
+        self._reserved -= len(items)
         loop = asyncio.get_running_loop()
         futures = []
         for item in items:

@@ -1,11 +1,16 @@
-"""Request and response models. Types are strict (no "1" for true, no numbers for text); size limits that
-depend on settings are checked in service.limits, so these models stay static for the OpenAPI schema."""
+"""Request and response models. Types are strict (no "1" for true, no numbers for text). Each scoring request says
+which texts it carries (`texts()`, with field names) and which pairs it scores (`pairs()`): size limits depend on
+settings, so Pipeline.score checks them there and these models stay static for the OpenAPI schema."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
+
+from models.formatting import Text
+
+from .openrlhf import split_query
 
 
 def _no_lone_surrogates(text: str) -> str:
@@ -17,7 +22,7 @@ def _no_lone_surrogates(text: str) -> str:
     return text
 
 
-class Message(BaseModel):
+class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: StrictStr
@@ -30,21 +35,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-Text = Annotated[
-    StrictStr | list[Message],
+TextField = Annotated[
+    StrictStr | list[ChatMessage],
     Field(description="A string, or a list of {role, content} messages (the conversational format)."),
 ]
 
 
-def _check_text(value: str | list[Message]) -> str | list[Message]:
+def plain(text: str | list[ChatMessage]) -> Text:
+    """A validated text as the formatting layer takes it: a string, or plain {role, content} dicts."""
+    return text if isinstance(text, str) else [{"role": m.role, "content": m.content} for m in text]
+
+
+def _check_text(value: str | list[ChatMessage]) -> str | list[ChatMessage]:
     if isinstance(value, str):
         return _no_lone_surrogates(value)
     return value
 
 
 class ScoreItem(_Strict):
-    prompt: Text
-    completion: Text
+    prompt: TextField
+    completion: TextField
 
     _check = field_validator("prompt", "completion")(_check_text)
 
@@ -52,6 +62,13 @@ class ScoreItem(_Strict):
 class ScoreRequest(_Strict):
     items: list[ScoreItem] = Field(min_length=1, description="Pairs to score; rewards come back in this order.")
     normalize: StrictBool = Field(False, description="Return (r − mean) / std with the bundle's eval statistics.")
+
+    def texts(self) -> list[tuple[str, Text]]:
+        named = [(f"items.{i}.prompt", plain(it.prompt)) for i, it in enumerate(self.items)]
+        return named + [(f"items.{i}.completion", plain(it.completion)) for i, it in enumerate(self.items)]
+
+    def pairs(self) -> tuple[list[Text], list[Text]]:
+        return [plain(it.prompt) for it in self.items], [plain(it.completion) for it in self.items]
 
 
 class ScoreResponse(BaseModel):
@@ -61,15 +78,23 @@ class ScoreResponse(BaseModel):
 
 
 class CompareRequest(_Strict):
-    prompt: Text
-    completions: list[Text] = Field(min_length=2, description="Two or more completions of the same prompt.")
+    prompt: TextField
+    completions: list[TextField] = Field(min_length=2, description="Two or more completions of the same prompt.")
     normalize: StrictBool = False
+
+    def texts(self) -> list[tuple[str, Text]]:
+        return [("prompt", plain(self.prompt))] + [
+            (f"completions.{i}", plain(c)) for i, c in enumerate(self.completions)
+        ]
+
+    def pairs(self) -> tuple[list[Text], list[Text]]:
+        return [plain(self.prompt)] * len(self.completions), [plain(c) for c in self.completions]
 
     _check_prompt = field_validator("prompt")(_check_text)
 
     @field_validator("completions")
     @classmethod
-    def _check_completions(cls, values: list[str | list[Message]]) -> list[str | list[Message]]:
+    def _check_completions(cls, values: list[str | list[ChatMessage]]) -> list[str | list[ChatMessage]]:
         return [_check_text(v) for v in values]
 
 
@@ -88,13 +113,25 @@ class RewardRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")  # OpenRLHF also sends fields such as `labels`
 
-    query: list[StrictStr] = Field(min_length=1, description="Full prompt + response strings.")
-    prompts: list[StrictStr] | None = Field(None, description="Each query's prompt prefix, removed before scoring.")
+    query: list[StrictStr] = Field(description="Full prompt + response strings (an empty list gets empty lists back).")
+    prompts: list[StrictStr] | None = Field(
+        None,
+        description="Each query's prompt, removed before scoring; a query without one (the list is shorter) is split "
+        "at its last assistant turn, as without `prompts`.",
+    )
 
     @field_validator("query", "prompts")
     @classmethod
     def _check_strings(cls, values: list[str] | None) -> list[str] | None:
         return None if values is None else [_no_lone_surrogates(v) for v in values]
+
+    def texts(self) -> list[tuple[str, Text]]:
+        return [(f"query.{i}", q) for i, q in enumerate(self.query)]
+
+    def pairs(self) -> tuple[list[Text], list[Text]]:
+        prompts = self.prompts or []
+        split = [split_query(q, prompts[i] if i < len(prompts) else None) for i, q in enumerate(self.query)]
+        return [p for p, _ in split], [c for _, c in split]
 
 
 class RewardResponse(BaseModel):

@@ -34,6 +34,18 @@ def synthetic_records(n: int, seed: int = 0) -> list[dict[str, Any]]:
     return records
 
 
+def pick_batch(
+    lengths: list[int], anchor: int, max_batch_tokens: int, max_batch_size: int, max_padding: float
+) -> list[int]:
+    """The batch around `lengths[anchor]` re-planned from scratch (sort everything, grow the window): the reference
+    the batch queue's incremental bookkeeping must reproduce."""
+    from models.batching import grow_window
+
+    keys = sorted((n, i) for i, n in enumerate(lengths))
+    lo, hi = grow_window(keys, keys.index((lengths[anchor], anchor)), max_batch_tokens, max_batch_size, max_padding)
+    return [i for _, i in keys[lo : hi + 1]]
+
+
 def tiny_fit_argv(base: Path, data: Path, out: Path, **flags: object) -> list[str]:
     """`training.fit` flags for a fast fit of a tiny backbone; `flags` override (True = bare flag, False = no-)."""
     options: dict[str, object] = {

@@ -19,6 +19,7 @@ import numpy as np
 from models.bundle import BundleError, read_bundle
 from models.formatting import Encoded, completion_text, dedupe
 from models.runtime import BundleScorer
+from models.serving import open_served
 
 from .data import DataError, LoadReport, PreferencePair, load_pairs, split_by_prompt
 
@@ -153,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", nargs="+", required=True, help="Preference files to score.")
     parser.add_argument("--json", help="Write the report as JSON to this path.")
     parser.add_argument("--plot", help="Write a PNG (reward histograms, reward vs length) to this path.")
-    parser.add_argument("--precision", choices=["fp32", "int8"], help="Default: the service's default.")
+    parser.add_argument("--precision", choices=["fp32", "int8", "fp16"], help="Default: the service's default.")
     parser.add_argument(
         "--held-out",
         action="store_true",
@@ -164,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         bundle = read_bundle(args.model_dir)
-        scorer = BundleScorer(bundle, args.precision, device="auto", intra_op_threads=args.threads)
+        scorer = open_served(bundle, args.precision, intra_op_threads=args.threads, check="off").scorer
         files = {}
         for path in args.data:
             pairs = load_pairs([path], skip_invalid=args.skip_invalid, report=LoadReport())

@@ -74,8 +74,14 @@ def test_get_reward_speaks_openrlhf(client: TestClient) -> None:
     split = client.post("/get_reward", json={"query": [transcript]}).json()["rewards"]
     pair = client.post("/score", json={"items": [{"prompt": "\n\nHuman: hi\n\nAssistant:", "completion": " hello"}]})
     assert split == pair.json()["scores"]
-    bad_prefix = client.post("/get_reward", json={"query": ["abc"], "prompts": ["xyz"]})
-    assert bad_prefix.status_code == 422 and "query.0" in bad_prefix.json()["error"]
+    # Schema-valid bodies are answered: an empty batch (OpenRLHF 0.11.0 sends one to every URL after the first)
+    # and fewer prompts than queries (the rest are split at their last assistant turn).
+    assert client.post("/get_reward", json={"query": []}).json() == {"rewards": [], "scores": [], "extra_logs": {}}
+    short = client.post("/get_reward", json={"query": [prompt + good, transcript], "prompts": [prompt]}).json()
+    assert short["rewards"] == [direct["scores"][0], split[0]]
+    # A query its prompt does not prefix (OpenRLHF cut the prompt's left) is scored whole, never refused.
+    unprefixed = client.post("/get_reward", json={"query": ["abc"], "prompts": ["xyz"]}).json()["rewards"]
+    assert unprefixed == client.post("/score", json={"items": [{"prompt": "", "completion": "abc"}]}).json()["scores"]
 
 
 def test_probes_info_metrics_and_docs(client: TestClient, tiny_bundle: Path) -> None:
@@ -128,7 +134,8 @@ def test_int8_precision_serves_too(tiny_bundle: Path) -> None:
 def test_default_precision_on_cpu_follows_the_int8_speed_the_export_measured(tiny_bundle: Path) -> None:
     import dataclasses
 
-    from models.runtime import CPU, CUDA, MIN_INT8_SPEEDUP, default_precision, session_providers
+    from models.runtime import CPU, CUDA, session_providers
+    from models.serving import MIN_INT8_SPEEDUP, default_precision
 
     bundle = read_bundle(tiny_bundle)
     measured = bundle.meta.parity["int8"]["speedup"]
@@ -141,14 +148,14 @@ def test_default_precision_on_cpu_follows_the_int8_speed_the_export_measured(tin
         meta = dataclasses.replace(bundle.meta, parity={**bundle.meta.parity, "int8": int8})
         return dataclasses.replace(bundle, meta=meta)
 
-    assert default_precision(with_speedup(1.6), [CPU]) == "int8"
-    assert default_precision(with_speedup(0.95), [CPU]) == "fp32"  # int8 that buys no speed is not the default
-    assert default_precision(with_speedup(None), [CPU]) == "int8"  # bundles from before the speed was recorded
-    assert default_precision(with_speedup(1.6), [CUDA, CPU]) == "fp16"  # tensor cores; checked at load (below)
+    assert default_precision(with_speedup(1.6), [CPU])[0] == "int8"
+    assert default_precision(with_speedup(0.95), [CPU])[0] == "fp32"  # int8 that buys no speed is not the default
+    assert default_precision(with_speedup(None), [CPU])[0] == "int8"  # bundles from before the speed was recorded
+    assert default_precision(with_speedup(1.6), [CUDA, CPU])[0] == "fp16"  # tensor cores; checked at load (below)
     assert session_providers([CUDA, CPU], "fp32") == [(CUDA, {"use_tf32": "0"}), CPU]  # true fp32 on a GPU too
     assert session_providers([CUDA, CPU], "fp16") == [CUDA, CPU] and session_providers([CPU], "fp32") == [CPU]
     without_fp16 = dataclasses.replace(bundle.meta, precisions=["fp32", "int8"])
-    assert default_precision(dataclasses.replace(bundle, meta=without_fp16), [CUDA, CPU]) == "fp32"
+    assert default_precision(dataclasses.replace(bundle, meta=without_fp16), [CUDA, CPU])[0] == "fp32"
     expected = "int8" if measured >= MIN_INT8_SPEEDUP else "fp32"
     with make_client(tiny_bundle) as c:
         assert c.get("/info").json()["precision"] == expected
@@ -184,7 +191,7 @@ def test_a_drifted_reference_is_refused_or_served_with_a_warning(
 ) -> None:
     import dataclasses
 
-    import models.runtime
+    import models.serving
     from models.bundle import MODEL_FILES, TOKENIZER_FILE, write_bundle
 
     bundle = read_bundle(tiny_bundle)
@@ -210,7 +217,7 @@ def test_a_drifted_reference_is_refused_or_served_with_a_warning(
     with make_client(int8_off, precision="fp32") as c:  # the fp32 reference still holds
         assert c.get("/info").json()["reference_check"]["ok"]
     # fp16 chosen by default (as on a GPU) that misses its reference gives way to fp32; asked for, it is refused.
-    monkeypatch.setattr(models.runtime, "default_precision", lambda bundle, providers: "fp16")
+    monkeypatch.setattr(models.serving, "default_precision", lambda bundle, providers: ("fp16", "test"))
     fp16_off = drifted("fp16-off", "fp16", 1.0)
     with make_client(fp16_off) as c:
         info = c.get("/info").json()

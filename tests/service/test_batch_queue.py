@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 import pytest
+from builders import pick_batch
 
-from models.batching import pick_batch
 from service.batcher import BatchStats, MicroBatcher
 from service.errors import InferenceFailed, Overloaded
 
@@ -43,7 +43,7 @@ def test_results_come_back_in_order_across_batches() -> None:
         )
         b.start()
         items = [Item(i, length=(i * 7) % 13 + 1) for i in range(30)]
-        scores = await asyncio.gather(*b.submit_many(items))
+        scores = await b.scores(items)
         assert scores == [i * 2 for i in range(30)]
         for batch in seen:
             assert len(batch) <= 4
@@ -60,7 +60,7 @@ def test_concurrent_requests_share_batches() -> None:
         seen: list[list[Item]] = []
         b = MicroBatcher(run(seen), max_batch_tokens=10_000, max_batch_size=64, max_wait_ms=20, max_queue=1000)
         b.start()
-        results = await asyncio.gather(*(asyncio.gather(*b.submit_many([Item(i, 5)])) for i in range(20)))
+        results = await asyncio.gather(*(b.scores([Item(i, 5)]) for i in range(20)))
         assert [r[0] for r in results] == [i * 2 for i in range(20)]
         assert len(seen) < 20  # requests were merged
         await b.close()
@@ -73,11 +73,11 @@ def test_a_failing_batch_fails_only_its_own_pairs() -> None:
         seen: list[list[Item]] = []
         b = MicroBatcher(run(seen, fail_on=3.0), max_batch_tokens=100, max_batch_size=1, max_wait_ms=1, max_queue=100)
         b.start()
-        futures = b.submit_many([Item(i, 1) for i in range(6)])
+        futures = b.reserve(6).submit([Item(i, 1) for i in range(6)])
         results = await asyncio.gather(*futures, return_exceptions=True)
         assert isinstance(results[3], InferenceFailed)
         assert [r for i, r in enumerate(results) if i != 3] == [0, 2, 4, 8, 10]
-        assert await asyncio.gather(*b.submit_many([Item(7, 1)])) == [14]  # the queue keeps running
+        assert await b.scores([Item(7, 1)]) == [14]  # the queue keeps running
         await b.close()
 
     asyncio.run(main())
@@ -93,13 +93,13 @@ def test_overload_is_refused_at_once_and_all_or_nothing() -> None:
 
         b = MicroBatcher(slow, max_batch_tokens=100, max_batch_size=2, max_wait_ms=1, max_queue=4)
         b.start()
-        first = b.submit_many([Item(0, 1)] * 4)
+        first = b.reserve(4).submit([Item(0, 1)] * 4)
         with pytest.raises(Overloaded) as info:
-            b.submit_many([Item(0, 1)] * 3)
+            b.reserve(3)
         assert info.value.status == 429 and info.value.headers["Retry-After"]
         release.set()
         await asyncio.gather(*first)
-        await asyncio.gather(*b.submit_many([Item(0, 1)] * 3))  # room again
+        await b.scores([Item(0, 1)] * 3)  # room again
         await b.close()
 
     asyncio.run(main())
@@ -118,8 +118,8 @@ def test_cancelled_pairs_are_dropped_before_they_run() -> None:
             on_drop=dropped.append,
         )
         b.start()
-        keep = b.submit_many([Item(1, 1)])
-        gone = b.submit_many([Item(100 + i, 1) for i in range(5)])
+        keep = b.reserve(1).submit([Item(1, 1)])
+        gone = b.reserve(5).submit([Item(100 + i, 1) for i in range(5)])
         for f in gone:
             f.cancel()
         await asyncio.sleep(0)  # the cancelled pairs leave the queue at once, not when a batch is next taken
@@ -143,7 +143,7 @@ def test_batches_follow_the_oldest_first_rule_exactly() -> None:
             run(seen), max_batch_tokens=400, max_batch_size=8, max_wait_ms=0, max_queue=1000, max_padding=0.1
         )
         b.start()
-        await asyncio.gather(*b.submit_many([Item(i, n) for i, n in enumerate(lengths)]))
+        await b.scores([Item(i, n) for i, n in enumerate(lengths)])
         await b.close()
         return [sorted(i.value for i in batch) for batch in seen]
 
@@ -160,7 +160,7 @@ def test_close_finishes_accepted_work() -> None:
         seen: list[list[Item]] = []
         b = MicroBatcher(run(seen, delay=0.01), max_batch_tokens=100, max_batch_size=2, max_wait_ms=50, max_queue=100)
         b.start()
-        futures = b.submit_many([Item(i, 1) for i in range(7)])
+        futures = b.reserve(7).submit([Item(i, 1) for i in range(7)])
         await b.close(timeout=10)
         assert [f.result() for f in futures] == [i * 2 for i in range(7)]
 
@@ -172,16 +172,18 @@ def test_admission_counts_pairs_still_being_tokenised_and_close_waits_for_them()
         seen: list[list[Item]] = []
         b = MicroBatcher(run(seen), max_batch_tokens=100, max_batch_size=8, max_wait_ms=0, max_queue=4)
         b.start()
-        b.admit(3)  # a request of 3 pairs is being tokenised
+        room = b.reserve(3)  # a request of 3 pairs is being tokenised
         assert b.depth == 3
         with pytest.raises(Overloaded):
-            b.admit(2)  # would overflow: refused before any work is spent on it
-        b.admit(1)
-        b.release(1)  # that request's tokenisation failed: its room comes back
+            b.reserve(2)  # would overflow: refused before any work is spent on it
+        with pytest.raises(RuntimeError), b.reserve(1):
+            raise RuntimeError("tokenisation failed")  # leaving the block, by an error too, gives the room back
+        assert b.depth == 3
         closing = asyncio.ensure_future(b.close(timeout=5))
         await asyncio.sleep(0.05)
         assert not closing.done()  # draining waits for the admitted pairs
-        scores = await asyncio.gather(*b.submit_many([Item(1, 2), Item(2, 2), Item(3, 2)], admitted=True))
+        with room:
+            scores = await room.scores([Item(1, 2), Item(2, 2), Item(3, 2)])
         assert scores == [2, 4, 6]
         await closing
         assert b.depth == 0

@@ -10,9 +10,7 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -32,36 +30,7 @@ from .offline import (
     torch_offline,
 )
 from .queue import queue_scaling_alone
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """A server subprocess on loopback, waited on until it answers `probe`."""
-
-    def __init__(self, cmd: list[str], port: int, probe: str, env: dict[str, str] | None = None) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL)
-        import httpx
-
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{cmd[:4]} exited with {self.proc.returncode}")
-            try:
-                if httpx.get(self.url + probe, timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise TimeoutError(f"{cmd[:4]} did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(60)
+from .servers import Server, free_port, service
 
 
 def measure_servers(
@@ -244,10 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     ceilings: dict[tuple[str, str], Callable[[], float]] = {}
     try:
         for precision in server_precisions:
-            port = free_port()
             env = {"RM_INTRA_OP_THREADS": str(args.threads), "RM_PRECISION": precision, "RM_LOG_LEVEL": "warning"}
-            command = [sys.executable, "-m", "service", "--model-dir", args.bundle, "--port", str(port)]
-            running[("service", precision)] = Server(command, port, "/readyz", env)
+            running[("service", precision)] = service(args.bundle, env=env, capture=False).wait_ready()
             rows = [r for r in offline if r["runtime"] == f"ORT {precision}"]
             batch = max(rows, key=lambda r: r["pairs_per_s"])["batch"] if rows else 4
             ceilings[("service", precision)] = ceiling_pass(bundle, precision, encoded, batch, args)
@@ -255,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             port = free_port()
             command = [sys.executable, "-m", "bench.naive_server", "--model", str(torch_model), "--bundle"]
             command += [args.bundle, "--port", str(port), "--threads", str(args.threads)]
-            running[("naive", "fp32")] = Server(command, port, "/healthz")
+            running[("naive", "fp32")] = Server(command, port, capture=False).wait_ready("/healthz")
         servers = measure_servers(running, prompts, completions, args, ceilings)
         if server_precisions:
             first = running[("service", server_precisions[0])]

@@ -25,7 +25,7 @@ from models.bundle import read_bundle
 from models.runtime import BundleScorer
 
 from . import data
-from .__main__ import Server, free_port
+from .servers import service
 
 INVALID = [
     (b"{not json", 422),
@@ -121,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     bundle = read_bundle(args.bundle)
     prompts, completions, _ = data.sample(256, seed=1)
     expected = BundleScorer(bundle, args.precision, device="cpu").score(prompts, completions).astype(np.float64)
-    port = free_port()
     env = {
         "RM_PRECISION": args.precision,
         "RM_MAX_QUEUE_PAIRS": str(args.queue),
@@ -129,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "RM_LOG_LEVEL": "warning",
         "RM_INTRA_OP_THREADS": str(min(2, os.cpu_count() or 2)),
     }
-    server = Server(
-        [sys.executable, "-m", "service", "--model-dir", args.bundle, "--port", str(port)], port, "/readyz", env
-    )
+    server = service(args.bundle, env=env, capture=False).wait_ready()
     try:
         result = asyncio.run(
             soak(server.url, server.proc.pid, prompts, completions, expected, args.seconds, args.clients, args.warmup)

@@ -6,7 +6,7 @@ A bundle is a folder:
     tokenizer.json      the `tokenizers` tokenizer training used
     model.onnx          fp32 graph, dynamic batch and sequence axes, output `reward` of shape (batch,)
     model.int8.onnx     optional, statically quantised (batch-invariant) int8 graph
-    model.fp16.onnx     optional, fp16 graph for GPUs (float32 inputs and output, like the others)
+    model.fp16.onnx     optional, fp16 graph for GPUs (int64 inputs and a float32 output, like the others)
 
 The writer builds the folder beside its destination and renames it into place, so a crash never leaves a
 half bundle that looks whole. The reader refuses unknown schema versions, missing files and files whose
@@ -183,7 +183,7 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def read_bundle(path: str | os.PathLike[str], verify_hashes: bool = True) -> Bundle:
+def read_bundle(path: str | os.PathLike[str]) -> Bundle:
     """Read and validate a bundle; raises BundleError naming the folder and the problem."""
     root = Path(path)
     if not root.is_dir():
@@ -208,7 +208,7 @@ def read_bundle(path: str | os.PathLike[str], verify_hashes: bool = True) -> Bun
             raise BundleError(f"{root}: missing {name}")
         if name not in meta.files:
             raise BundleError(f"{meta_path}: no recorded hash for {name}")
-        if verify_hashes and sha256_file(file) != meta.files[name]:
+        if sha256_file(file) != meta.files[name]:
             what = (
                 "tokenizer does not match the one the model was exported with"
                 if name == TOKENIZER_FILE

@@ -22,14 +22,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from tokenizers import Tokenizer
 
 Message = Mapping[str, Any]
 Text = str | Sequence[Message]
 Kind = Literal["pair", "chat", "concat"]
-KINDS = ("pair", "chat", "concat")
+KINDS: tuple[str, ...] = get_args(Kind)
 
 _ROLE_LABELS = {"user": "Human", "human": "Human", "assistant": "Assistant", "gpt": "Assistant", "system": "System"}
 ASSISTANT_MARKER = "\n\nAssistant:"

@@ -49,7 +49,7 @@ def _as_text(value: Any) -> Text:
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
 
 
-class _Base:
+class _ClientConfig:
     def __init__(
         self,
         url: str,
@@ -87,7 +87,7 @@ class _Base:
         return [{"items": items[i : i + self.chunk_size]} for i in range(0, len(items), self.chunk_size)]
 
 
-class RewardClient(_Base):
+class RewardClient(_ClientConfig):
     """Blocking client. `with RewardClient(url) as rm: rm.score(prompts, completions)`."""
 
     def __init__(self, url: str, **kwargs: Any) -> None:
@@ -133,7 +133,7 @@ class RewardClient(_Base):
         self.close()
 
 
-class AsyncRewardClient(_Base):
+class AsyncRewardClient(_ClientConfig):
     """asyncio client; chunks of one call are sent concurrently (the server batches them together)."""
 
     def __init__(self, url: str, **kwargs: Any) -> None:

@@ -38,6 +38,10 @@ class Unauthorized(ApiError):
     status, kind = 401, "unauthorized"
 
 
+class Forbidden(ApiError):
+    status, kind = 403, "forbidden"
+
+
 class Overloaded(ApiError):
     status, kind = 429, "overloaded"
 

@@ -11,7 +11,7 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .deps import AcceptingPipeline, ApiKey, LifecycleDep, MetricsDep, PipelineDep, SettingsDep
+from .deps import AcceptingPipeline, AdminKey, ApiKey, LifecycleDep, MetricsDep, PipelineDep, SettingsDep
 from .errors import NotReady, ReloadRefused
 from .lifecycle import Phase
 from .pipeline import Pipeline, ScoreResult, ScoringRequest
@@ -106,7 +106,12 @@ async def get_reward(body: RewardRequest, request: Request, pipeline: AcceptingP
     return json_response({"rewards": rewards, "scores": rewards, "extra_logs": {}})
 
 
-@router.post("/admin/reload", response_model=ReloadResponse, responses=ERRORS, dependencies=[ApiKey])
+@router.post(
+    "/admin/reload",
+    response_model=ReloadResponse,
+    responses=ERRORS | {403: {"model": ErrorResponse, "description": "Admin endpoints disabled (no RM_ADMIN_API_KEY)"}},
+    dependencies=[AdminKey],
+)
 async def reload(
     pipeline: AcceptingPipeline, settings: SettingsDep, body: ReloadRequest | None = None
 ) -> dict[str, Any]:

@@ -41,7 +41,7 @@ TextField = Annotated[
 ]
 
 
-def plain(text: str | list[ChatMessage]) -> Text:
+def to_text(text: str | list[ChatMessage]) -> Text:
     """A validated text as the formatting layer takes it: a string, or plain {role, content} dicts."""
     return text if isinstance(text, str) else [{"role": m.role, "content": m.content} for m in text]
 
@@ -64,11 +64,11 @@ class ScoreRequest(_Strict):
     normalize: StrictBool = Field(False, description="Return (r − mean) / std with the bundle's eval statistics.")
 
     def texts(self) -> list[tuple[str, Text]]:
-        named = [(f"items.{i}.prompt", plain(it.prompt)) for i, it in enumerate(self.items)]
-        return named + [(f"items.{i}.completion", plain(it.completion)) for i, it in enumerate(self.items)]
+        named = [(f"items.{i}.prompt", to_text(it.prompt)) for i, it in enumerate(self.items)]
+        return named + [(f"items.{i}.completion", to_text(it.completion)) for i, it in enumerate(self.items)]
 
     def pairs(self) -> tuple[list[Text], list[Text]]:
-        return [plain(it.prompt) for it in self.items], [plain(it.completion) for it in self.items]
+        return [to_text(it.prompt) for it in self.items], [to_text(it.completion) for it in self.items]
 
 
 class ScoreResponse(BaseModel):
@@ -83,12 +83,12 @@ class CompareRequest(_Strict):
     normalize: StrictBool = False
 
     def texts(self) -> list[tuple[str, Text]]:
-        return [("prompt", plain(self.prompt))] + [
-            (f"completions.{i}", plain(c)) for i, c in enumerate(self.completions)
+        return [("prompt", to_text(self.prompt))] + [
+            (f"completions.{i}", to_text(c)) for i, c in enumerate(self.completions)
         ]
 
     def pairs(self) -> tuple[list[Text], list[Text]]:
-        return [plain(self.prompt)] * len(self.completions), [plain(c) for c in self.completions]
+        return [to_text(self.prompt)] * len(self.completions), [to_text(c) for c in self.completions]
 
     _check_prompt = field_validator("prompt")(_check_text)
 

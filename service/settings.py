@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     max_chars_per_text: int = Field(200_000, ge=1, description="Characters per prompt or completion (413 beyond).")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Request body size (413 beyond).")
     api_key: SecretStr | None = Field(None, description="If set, scoring endpoints need 'Authorization: Bearer KEY'.")
+    admin_api_key: SecretStr | None = Field(
+        None,
+        description="Key for /admin/* ('Authorization: Bearer KEY'), separate from the scoring key so a trainer "
+        "that can score cannot swap the model. Unset: the admin endpoints are disabled (403).",
+    )
     warmup: bool = Field(True, description="Run one inference before reporting ready.")
     drain_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long accepted requests may finish.")
     shutdown_delay_seconds: float = Field(

@@ -72,6 +72,20 @@ def tiny_fit_argv(base: Path, data: Path, out: Path, **flags: object) -> list[st
     return argv
 
 
+def rewrite_bundle(src: Path, out: Path, files: dict[str, Path] | None = None, **meta: Any) -> Path:
+    """A copy of the bundle at `src` with some `files` replaced (bundle name -> path) and metadata fields changed,
+    written (and hashed) by the real writer: the one way tests make altered bundles."""
+    import dataclasses
+
+    from models.bundle import MODEL_FILES, TOKENIZER_FILE, read_bundle, write_bundle
+
+    bundle = read_bundle(src)
+    new_meta = dataclasses.replace(bundle.meta, **meta)
+    names = [TOKENIZER_FILE, *(MODEL_FILES[p] for p in new_meta.precisions)]
+    sources = {name: bundle.path / name for name in names} | (files or {})
+    return write_bundle(out, new_meta, sources).path
+
+
 def write_records(path: Path, records: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path

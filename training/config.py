@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DATA = Path(__file__).parent / "default_data" / "preferences.json"
+POOLINGS = ("auto", "cls", "completion-mean", "last")  # what the reward head reads (training.model)
 
 
 def _opt(help: str, **kw: Any) -> Any:
@@ -28,7 +29,7 @@ class FitConfig:
         nargs="+",
     )
     out: str = _opt(
-        "Bundle folder to write (model.onnx, model.int8.onnx, tokenizer.json, reward_model.json).",
+        "Bundle folder to write (model.onnx, model.int8.onnx, model.fp16.onnx, tokenizer.json, reward_model.json).",
         default="bundles/default",
     )
     base: str | None = _opt(
@@ -61,7 +62,7 @@ class FitConfig:
         "default, the model's own CLS head for other encoders, the last token for decoders), 'cls', "
         "'completion-mean' or 'last'.",
         default="auto",
-        choices=["auto", "cls", "completion-mean", "last"],
+        choices=POOLINGS,
     )
     freeze_layers: str = _opt(
         "Lowest transformer layers kept fixed, with the embeddings under them: 'half' (the lower half), a share "

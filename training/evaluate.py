@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from models.bundle import BundleError, read_bundle
+from models.bundle import MODEL_FILES, BundleError, read_bundle
 from models.formatting import Encoded, completion_text, dedupe
 from models.runtime import BundleScorer
 from models.serving import open_served
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", nargs="+", required=True, help="Preference files to score.")
     parser.add_argument("--json", help="Write the report as JSON to this path.")
     parser.add_argument("--plot", help="Write a PNG (reward histograms, reward vs length) to this path.")
-    parser.add_argument("--precision", choices=["fp32", "int8", "fp16"], help="Default: the service's default.")
+    parser.add_argument("--precision", choices=sorted(MODEL_FILES), help="Default: the service's default.")
     parser.add_argument(
         "--held-out",
         action="store_true",

@@ -22,6 +22,8 @@ from torch import nn
 
 from models.formatting import FormatSpec
 
+from .config import POOLINGS
+
 DEFAULT_BASE_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -151,9 +153,6 @@ def model_max_length(model: Any, requested: int) -> int:
     if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
         limit -= 2  # RoBERTa's position ids start at padding_idx + 1
     return min(requested, int(limit))
-
-
-POOLINGS = ("auto", "cls", "completion-mean", "last")
 
 
 def sentence_transformers_mean(base: str) -> bool:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
-from builders import BOOM, tiny_fit_argv
+from builders import BOOM, rewrite_bundle, tiny_fit_argv
 from tokenizers import AddedToken, Tokenizer
 
-from models.bundle import META_FILE, MODEL_FILES, TOKENIZER_FILE, BundleMeta, read_bundle, write_bundle
+from models.bundle import TOKENIZER_FILE, read_bundle
 
 
 @pytest.fixture(scope="session")
@@ -33,13 +31,5 @@ def faulty_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path) -
     tokenizer = Tokenizer.from_file(str(src.tokenizer_path))
     tokenizer.add_special_tokens([AddedToken(BOOM, special=True)])
     tokenizer.save(str(work / TOKENIZER_FILE))
-    data = json.loads((tiny_bundle / META_FILE).read_text())
-    data["model_id"] = "faulty"
-    meta = BundleMeta.from_dict(data)
-    sources = {TOKENIZER_FILE: work / TOKENIZER_FILE}
-    for precision in meta.precisions:
-        shutil.copyfile(src.model_path(precision), work / MODEL_FILES[precision])
-        sources[MODEL_FILES[precision]] = work / MODEL_FILES[precision]
     out = tmp_path_factory.mktemp("bundles") / "faulty"
-    write_bundle(out, meta, sources)
-    return out
+    return rewrite_bundle(tiny_bundle, out, {TOKENIZER_FILE: work / TOKENIZER_FILE}, model_id="faulty")

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import httpx
-from builders import BOOM, tiny_fit_argv
+from builders import BOOM, rewrite_bundle, tiny_fit_argv
 from servers import LiveServer
 
-from models.bundle import META_FILE, MODEL_FILES, read_bundle, write_bundle
+from models.bundle import META_FILE, MODEL_FILES, read_bundle
 
 
 def start(args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -41,17 +41,13 @@ def test_startup_faults_exit_nonzero_with_one_line(tiny_bundle: Path, tmp_path: 
     bad_graph_src = tmp_path / "bad-graph-src"
     bad_graph_src.mkdir()
     (bad_graph_src / "model.onnx").write_bytes(b"not an onnx graph")
-    bundle = read_bundle(tiny_bundle)
-    sources = {"tokenizer.json": bundle.tokenizer_path, "model.onnx": bad_graph_src / "model.onnx"}
-    bundle.meta.precisions, reference = ["fp32"], bundle.meta.reference  # int8/fp16 probe rewards stay, unused
-    write_bundle(tmp_path / "bad-graph", bundle.meta, sources)
-    cases["bad-graph"] = tmp_path / "bad-graph"
+    # (int8/fp16 probe rewards stay in the metadata, unused.)
+    bad = {"model.onnx": bad_graph_src / "model.onnx"}
+    cases["bad-graph"] = rewrite_bundle(tiny_bundle, tmp_path / "bad-graph", bad, precisions=["fp32"])
     # A sound graph whose recorded probe rewards this runtime does not reproduce (as after a runtime upgrade).
-    sources["model.onnx"] = bundle.path / "model.onnx"
-    shifted = [r + 1.0 for r in reference["rewards"]["fp32"]]
-    bundle.meta.reference = reference | {"rewards": {"fp32": shifted}}
-    write_bundle(tmp_path / "drifted", bundle.meta, sources)
-    cases["drifted"] = tmp_path / "drifted"
+    reference = read_bundle(tiny_bundle).meta.reference
+    shifted = reference | {"rewards": {"fp32": [r + 1.0 for r in reference["rewards"]["fp32"]]}}
+    cases["drifted"] = rewrite_bundle(tiny_bundle, tmp_path / "drifted", precisions=["fp32"], reference=shifted)
     expected = {
         "missing": "not a model bundle folder",
         "corrupt": "corrupt or was replaced",

@@ -79,9 +79,10 @@ def test_readyz_turns_503_at_once_on_sigterm_while_work_is_still_served(tiny_bun
 
 
 def test_reload_swaps_models_without_dropping_requests(tiny_bundle: Path, second_bundle: Path, tmp_path: Path) -> None:
-    server = LiveServer(tiny_bundle, "--precision", "fp32", "--api-key", "k")
+    server = LiveServer(tiny_bundle, "--precision", "fp32", "--api-key", "k", "--admin-api-key", "adm")
     server.wait_ready()
     auth = {"Authorization": "Bearer k"}
+    admin = {"Authorization": "Bearer adm"}
     item = {"items": [{"prompt": "Question 1: tea?", "completion": "tea is kind."}]}
     old_score = float(
         BundleScorer(read_bundle(tiny_bundle), "fp32", device="cpu").score(["Question 1: tea?"], ["tea is kind."])[0]
@@ -104,7 +105,7 @@ def test_reload_swaps_models_without_dropping_requests(tiny_bundle: Path, second
 
                 workers = [asyncio.ensure_future(hammer()) for _ in range(8)]
                 await asyncio.sleep(0.3)
-                reload = await http.post("/admin/reload", json={"model_dir": str(second_bundle)})
+                reload = await http.post("/admin/reload", json={"model_dir": str(second_bundle)}, headers=admin)
                 await asyncio.sleep(0.3)
                 stop = True
                 return [r for w in workers for r in await w], reload
@@ -128,11 +129,13 @@ def test_reload_swaps_models_without_dropping_requests(tiny_bundle: Path, second
 
         broken = tmp_path / "broken"
         broken.mkdir()
-        refused = httpx.post(server.url + "/admin/reload", json={"model_dir": str(broken)}, headers=auth)
+        refused = httpx.post(server.url + "/admin/reload", json={"model_dir": str(broken)}, headers=admin)
         assert refused.status_code == 422 and refused.json()["type"] == "reload_refused"
         assert "still serving" in refused.json()["error"]
         assert httpx.post(server.url + "/score", json=item, headers=auth).status_code == 200
-        assert httpx.post(server.url + "/admin/reload", json={}).status_code == 401  # behind the API key
+        assert httpx.post(server.url + "/admin/reload", json={}).status_code == 401  # behind the admin key
+        # The scoring key is not the admin key: a trainer that can score cannot swap the model.
+        assert httpx.post(server.url + "/admin/reload", json={}, headers=auth).status_code == 401
     finally:
         server.stop()
 

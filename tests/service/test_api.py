@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from builders import rewrite_bundle
 from fastapi.testclient import TestClient
 from servers import make_client
 
@@ -124,38 +124,22 @@ def test_truncation_is_reported(client: TestClient) -> None:
     assert body["truncated"] == 1
 
 
-def test_int8_precision_serves_too(tiny_bundle: Path) -> None:
+def test_int8_precision_serves_the_int8_graph(tiny_bundle: Path) -> None:
+    items = [{"prompt": p, "completion": g} for p, g, _ in PAIRS] + [
+        {"prompt": p, "completion": b} for p, _, b in PAIRS
+    ]
+    offline = BundleScorer(read_bundle(tiny_bundle), "int8", device="cpu")
+    want = offline.score([i["prompt"] for i in items], [i["completion"] for i in items]).tolist()
     with make_client(tiny_bundle, precision="int8") as c:
-        assert c.get("/info").json()["precision"] == "int8"
-        body = c.post("/score", json={"items": [{"prompt": p, "completion": g} for p, g, _ in PAIRS]}).json()
-        assert len(body["scores"]) == 3
+        info = c.get("/info").json()
+        assert info["precision"] == "int8" and info["precision_reason"] == "int8: asked for"
+        assert c.post("/score", json={"items": items}).json()["scores"] == want  # the int8 graph, exactly
 
 
-def test_default_precision_on_cpu_follows_the_int8_speed_the_export_measured(tiny_bundle: Path) -> None:
-    import dataclasses
+def test_the_default_precision_is_what_the_bundle_measured(tiny_bundle: Path) -> None:
+    from models.serving import MIN_INT8_SPEEDUP
 
-    from models.runtime import CPU, CUDA, session_providers
-    from models.serving import MIN_INT8_SPEEDUP, default_precision
-
-    bundle = read_bundle(tiny_bundle)
-    measured = bundle.meta.parity["int8"]["speedup"]
-    assert measured > 0
-
-    def with_speedup(speedup: float | None) -> Any:
-        int8 = {k: v for k, v in bundle.meta.parity["int8"].items() if k != "speedup"}
-        if speedup is not None:
-            int8["speedup"] = speedup
-        meta = dataclasses.replace(bundle.meta, parity={**bundle.meta.parity, "int8": int8})
-        return dataclasses.replace(bundle, meta=meta)
-
-    assert default_precision(with_speedup(1.6), [CPU])[0] == "int8"
-    assert default_precision(with_speedup(0.95), [CPU])[0] == "fp32"  # int8 that buys no speed is not the default
-    assert default_precision(with_speedup(None), [CPU])[0] == "int8"  # bundles from before the speed was recorded
-    assert default_precision(with_speedup(1.6), [CUDA, CPU])[0] == "fp16"  # tensor cores; checked at load (below)
-    assert session_providers([CUDA, CPU], "fp32") == [(CUDA, {"use_tf32": "0"}), CPU]  # true fp32 on a GPU too
-    assert session_providers([CUDA, CPU], "fp16") == [CUDA, CPU] and session_providers([CPU], "fp32") == [CPU]
-    without_fp16 = dataclasses.replace(bundle.meta, precisions=["fp32", "int8"])
-    assert default_precision(dataclasses.replace(bundle, meta=without_fp16), [CUDA, CPU])[0] == "fp32"
+    measured = read_bundle(tiny_bundle).meta.parity["int8"]["speedup"]
     expected = "int8" if measured >= MIN_INT8_SPEEDUP else "fp32"
     with make_client(tiny_bundle) as c:
         assert c.get("/info").json()["precision"] == expected
@@ -189,19 +173,14 @@ def test_every_precision_reproduces_its_reference_probes_at_load(tiny_bundle: Pa
 def test_a_drifted_reference_is_refused_or_served_with_a_warning(
     tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import dataclasses
 
     import models.serving
-    from models.bundle import MODEL_FILES, TOKENIZER_FILE, write_bundle
 
-    bundle = read_bundle(tiny_bundle)
-    ref = bundle.meta.reference
-    sources = {name: bundle.path / name for name in [TOKENIZER_FILE, *(MODEL_FILES[p] for p in bundle.meta.precisions)]}
+    ref = read_bundle(tiny_bundle).meta.reference
 
     def drifted(name: str, precision: str, shift: float) -> Path:
         rewards = ref["rewards"] | {precision: [r + shift for r in ref["rewards"][precision]]}
-        meta = dataclasses.replace(bundle.meta, reference=ref | {"rewards": rewards})
-        return write_bundle(tmp_path / name, meta, sources).path
+        return rewrite_bundle(tiny_bundle, tmp_path / name, reference=ref | {"rewards": rewards})
 
     int8_off = drifted("int8-off", "int8", 1.0)
     with (
@@ -225,9 +204,7 @@ def test_a_drifted_reference_is_refused_or_served_with_a_warning(
     with pytest.raises(BundleError, match="fp16 probe rewards differ"), make_client(fp16_off, precision="fp16"):
         pass
     # Tokens that differ from the export's mean another tokenizer build: refused whatever the precision.
-    retokenised = tmp_path / "tokens"
-    meta = dataclasses.replace(bundle.meta, reference=ref | {"ids_sha256": "0" * 64})
-    write_bundle(retokenised, meta, sources)
+    retokenised = rewrite_bundle(tiny_bundle, tmp_path / "tokens", reference=ref | {"ids_sha256": "0" * 64})
     with pytest.raises(BundleError, match="tokenise differently"), make_client(retokenised, precision="fp32"):
         pass
 
@@ -244,3 +221,6 @@ def test_api_key(tiny_bundle: Path) -> None:
         assert c.post("/get_reward", json={"query": ["a"]}).status_code == 401
         for probe in ("/healthz", "/readyz", "/metrics", "/info"):
             assert c.get(probe).status_code == 200, probe
+        # Admin actions need their own key: with none configured they are off, even for the scoring key.
+        disabled = c.post("/admin/reload", json={}, headers={"Authorization": "Bearer s3cret"})
+        assert disabled.status_code == 403 and "RM_ADMIN_API_KEY" in disabled.json()["error"]

@@ -16,20 +16,12 @@ from models.formatting import Formatter
 from models.inputs import pad
 from models.runtime import BundleScorer
 from training.acceptance import screen_int8, torch_rewards
-from training.config import FitConfig, parse_config
+from training.config import parse_config
 from training.data import load_pairs, split_by_prompt
 from training.evaluate import score_pairs
 from training.export import export_bundle
 from training.fit import export_job, main, train
 from training.graphs import quantize_int8
-
-
-def tiny_config(base: Path, data: Path, out: Path, **overrides: object) -> FitConfig:
-    argv = tiny_fit_argv(base, data, out)
-    cfg = parse_config(argv)
-    for key, value in overrides.items():
-        setattr(cfg, key, value)
-    return cfg
 
 
 def test_tiny_fit_separates_synthetic_pairs(tiny_bundle: Path) -> None:
@@ -50,7 +42,7 @@ def test_training_changes_parameters_and_bundle_tokenisation_equals_training(
 ) -> None:
     from transformers import AutoModelForSequenceClassification
 
-    cfg = tiny_config(tiny_bert, synthetic_data, tmp_path / "b", epochs=1.0)
+    cfg = parse_config(tiny_fit_argv(tiny_bert, synthetic_data, tmp_path / "b", epochs=1.0))
     pairs, held = split_by_prompt(load_pairs([synthetic_data]), cfg.eval_fraction, cfg.seed)
     before = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=1).state_dict()
     model, tokenizer, spec, summary = train(cfg, pairs)

@@ -1,0 +1,66 @@
+"""Server subprocesses on loopback for benchmarks and tests: `python -m service` (or a peer) on a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A server subprocess on a loopback port. `wait_ready(probe)` polls it until the probe answers 200.
+
+    With `capture`, its output is kept so a start failure can say why; otherwise it is discarded (a long benchmark
+    would fill the pipe).
+    """
+
+    def __init__(self, cmd: list[str], port: int, env: dict[str, str] | None = None, capture: bool = True) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        out = subprocess.PIPE if capture else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT if capture else None, text=True, env={**os.environ, **(env or {})}
+        )
+        self.name = " ".join(cmd[:4])
+
+    def wait_ready(self, probe: str = "/readyz", timeout: float = 300) -> Server:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                output = self.proc.stdout.read() if self.proc.stdout else ""
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode}: {output}")
+            try:
+                if httpx.get(self.url + probe, timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} did not become ready")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def service(
+    bundle: str | os.PathLike[str], *args: str, env: dict[str, str] | None = None, capture: bool = True
+) -> Server:
+    """`python -m service --model-dir BUNDLE --port P ARGS…` started (not yet waited on)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "service", "--model-dir", os.fspath(Path(bundle)), "--port", str(port), *args]
+    return Server(cmd, port, env, capture)

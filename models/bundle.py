@@ -91,10 +91,23 @@ class BundleMeta:
                 raise BundleError(f"reward_stats[{precision!r}] needs a mean and a positive std, got {stats}")
         return meta
 
-    def normalizer(self, precision: str) -> tuple[float, float]:
-        """(mean, std) for `(r - mean) / std`; identity when the bundle recorded none."""
-        stats = self.reward_stats.get(precision) or self.reward_stats.get("fp32") or {"mean": 0.0, "std": 1.0}
-        return float(stats["mean"]), float(stats["std"])
+    def normalizer(self, precision: str) -> tuple[float, float] | None:
+        """(mean, std) for `(r - mean) / std`, or None when the bundle recorded none (an imported model exported
+        without evaluation data): normalising is then refused, never silently an identity."""
+        stats = self.reward_stats.get(precision) or self.reward_stats.get("fp32")
+        return (float(stats["mean"]), float(stats["std"])) if stats else None
+
+    def reward_scale(self) -> float:
+        """The typical size of a reward difference, which tolerances are relative to: the fp32 reward std on the
+        evaluation pairs, else that of the fp32 reference probes, else 1."""
+        stats = self.normalizer("fp32")
+        if stats is not None:
+            return stats[1]
+        probes = self.reference.get("rewards", {}).get("fp32") if self.reference else None
+        if probes and len(probes) > 1:
+            mean = sum(probes) / len(probes)
+            return max((sum((r - mean) ** 2 for r in probes) / len(probes)) ** 0.5, 1e-6)
+        return 1.0
 
 
 def _check_reference(meta: BundleMeta) -> None:

@@ -72,7 +72,7 @@ def open_served(
     scorer = session(chosen)
     if check == "off":
         return Served(scorer, None, reason)
-    std = bundle.meta.normalizer("fp32")[1]
+    std = bundle.meta.reward_scale()
     result = check_reference(scorer, bundle.meta.reference, std, tolerance)
     ours = precision is None and chosen == "fp16"  # fp16 was our choice, not the user's: fp32 may replace it
     if ours and result is not None and result.tokens_match and not result.ok:

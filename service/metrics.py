@@ -42,6 +42,13 @@ class Metrics:
             "rm_repeated_pairs", "Pairs identical to another in the same request, scored once for both.", registry=r
         )
         self.truncated = Counter("rm_truncated_inputs", "Pairs cut to the model's max length.", registry=r)
+        self.openrlhf_splits = Counter(
+            "rm_openrlhf_splits",
+            "/get_reward queries by how the response was found (prefix, suffix of a left-truncated prompt, whole "
+            "query, no prompt sent) and the policy chat markup recognised (none: scored as plain text).",
+            ["split", "markup"],
+            registry=r,
+        )
         self.scores = Histogram(
             "rm_score", "Raw rewards served (watch for drift and reward hacking).", buckets=SCORES, registry=r
         )

@@ -1,21 +1,94 @@
-"""OpenRLHF's /get_reward protocol: how its `query` strings (prompt + response) become the pairs the model scores."""
+"""OpenRLHF's /get_reward protocol: how its `query` strings (the policy's prompt + response, decoded with the
+policy's special tokens) become the pairs the reward model scores, in its own formatting.
+
+OpenRLHF 0.11 posts `{"query": [q], "prompts": [p], "labels": [l]}` per rollout, where `p` is the dataset prompt
+after the policy's chat template and `q = decode(prompt_ids + response_ids, skip_special_tokens=False)`. The
+prompt is cut from the left when it is longer than its budget, and decoding need not round-trip, so `q` does not
+always start with `p`: a legitimate rollout must still get a reward, never a 4xx (after 5 failures the training
+step fails). Each query is split at its prompt (exact prefix; else the longest suffix of the prompt that begins the
+query; else the query is scored whole), the policy's chat markup is turned back into messages (service.chat_markup),
+and trailing end-of-text strings are dropped; the reward model's own formatting takes it from there.
+"""
 
 from __future__ import annotations
 
-from models.formatting import ASSISTANT_MARKER
+from dataclasses import dataclass
+
+from models.formatting import ASSISTANT_MARKER, Text
+
+from . import chat_markup
+
+# A shared stretch shorter than this between the end of a prompt and the start of a query is a coincidence.
+MIN_OVERLAP = 8
 
 
-def split_query(query: str, prompt: str | None) -> tuple[str, str]:
-    """(prompt, completion) for one query: cut at its prompt when given, else at its last assistant turn."""
-    if prompt is not None:
-        if query.startswith(prompt):
-            return prompt, query[len(prompt) :]
-        stripped = query.lstrip()
-        if stripped.startswith(prompt.lstrip()):
-            return prompt, stripped[len(prompt.lstrip()) :]
-        return "", query  # scored whole: a truncated or re-decoded prompt no longer prefixes its query
-    cut = query.rfind(ASSISTANT_MARKER)
-    if cut >= 0:  # an hh-style transcript: split at the last assistant turn, as training did
-        end = cut + len(ASSISTANT_MARKER)
-        return query[:end], query[end:]
-    return "", query
+@dataclass(frozen=True)
+class Split:
+    prompt: str
+    completion: str
+    how: str  # prefix | suffix | whole | no_prompt
+
+
+def split_query(query: str, prompt: str | None) -> Split:
+    """Where the response starts in `query`, given the prompt OpenRLHF sent with it (or None)."""
+    if prompt is None:
+        cut = query.rfind(ASSISTANT_MARKER)
+        if cut >= 0:  # an hh-style transcript: split at the last assistant turn, as training did
+            end = cut + len(ASSISTANT_MARKER)
+            return Split(query[:end], query[end:], "no_prompt")
+        return Split("", query, "no_prompt")
+    if query.startswith(prompt):
+        return Split(prompt, query[len(prompt) :], "prefix")
+    # A cut through a multi-byte character decodes to replacement characters at the very start.
+    lead = len(query) - len(query.lstrip("\ufffd"))
+    overlap = longest_suffix_prefix(prompt, query[lead:])
+    if overlap >= min(MIN_OVERLAP, len(prompt)) and overlap:
+        # The prompt was cut from the left: the response still follows the whole prompt the policy answered.
+        return Split(prompt, query[lead + overlap :], "suffix")
+    return Split("", query, "whole")
+
+
+def longest_suffix_prefix(prompt: str, query: str) -> int:
+    """Length of the longest suffix of `prompt` that is also a prefix of `query` (KMP failure function, linear)."""
+    pattern = query[: len(prompt)]
+    text = pattern + "\x00" + prompt
+    fail = [0] * len(text)
+    for i in range(1, len(text)):
+        k = fail[i - 1]
+        while k and text[i] != text[k]:
+            k = fail[k - 1]
+        if text[i] == text[k]:
+            k += 1
+        fail[i] = k
+    return min(fail[-1], len(pattern)) if text else 0
+
+
+@dataclass(frozen=True)
+class RewardPair:
+    prompt: Text
+    completion: Text
+    how: str  # the Split's
+    markup: str  # the policy markup recognised (chatml, llama3, gemma, mistral, transcript), or "none"
+
+
+def to_pair(query: str, prompt: str | None) -> RewardPair:
+    """The (prompt, completion) the reward model scores for one OpenRLHF query."""
+    split = split_query(query, prompt)
+    parsed = chat_markup.parse(split.prompt) if split.prompt else None
+    if parsed is not None:
+        markup, messages = parsed
+        response = split.completion
+        last = messages[-1]
+        if last["role"] == "assistant":  # the generation prompt's open assistant turn (or a prefilled start of it)
+            messages, response = messages[:-1], last["content"] + response
+        end_of_turn = chat_markup.END_OF_TURN.get(markup)
+        if end_of_turn:
+            response = response.split(end_of_turn)[0]
+        # Templates put a space or newline between the turn header and the answer; the message content has none.
+        answer = [{"role": "assistant", "content": chat_markup.strip_end(response).lstrip()}]
+        return RewardPair(messages, answer, split.how, markup)
+    whole = chat_markup.parse(query)
+    if whole is not None and whole[1][-1]["role"] == "assistant" and len(whole[1]) > 1:
+        markup, messages = whole
+        return RewardPair(messages[:-1], messages[-1:], split.how, markup)
+    return RewardPair(split.prompt, chat_markup.strip_end(split.completion), split.how, "none")

@@ -17,13 +17,13 @@ from typing import Protocol
 
 import numpy as np
 
-from models.bundle import Bundle, read_bundle
+from models.bundle import Bundle, BundleError, read_bundle
 from models.formatting import Encoded, Text, dedupe
 from models.runtime import CPU
 from models.serving import Served, open_served
 
 from .batcher import BatchStats, MicroBatcher
-from .errors import NotReady, TooLarge
+from .errors import InvalidInput, NotReady, TooLarge
 from .metrics import Metrics
 from .settings import Settings
 
@@ -57,12 +57,23 @@ def open_bundle(model_dir: str, settings: Settings) -> Served:
 @dataclass(frozen=True)
 class ScoreResult:
     raw: np.ndarray  # float32 rewards in request order
-    truncated: int
+    truncated_mask: np.ndarray  # bool per pair: cut to the model's max length
     model: ServedModel
 
-    def values(self, normalize: bool) -> list[float]:
-        if not normalize:
+    @property
+    def truncated(self) -> int:
+        return int(self.truncated_mask.sum())
+
+    def values(self, normalize: bool | None) -> list[float]:
+        """The rewards, as (r - mean) / std with the bundle's statistics when `normalize` (None: RM_NORMALIZE)."""
+        if not (self.model.normalize_default if normalize is None else normalize):
             return self.raw.tolist()
+        if self.model.normalizer is None:
+            raise InvalidInput(
+                "normalize: this bundle records no reward statistics (exported without evaluation data); "
+                "ask for raw rewards or re-export it with --eval-data",
+                field="normalize",
+            )
         mean, std = self.model.normalizer
         return ((self.raw.astype(np.float64) - mean) / std).tolist()
 
@@ -91,6 +102,12 @@ class ServedModel:
         limits = settings.batch_limits(self.provider != CPU)
         self.max_batch_tokens, self.max_batch_size, self.max_wait_ms, self.max_padding = limits
         self.normalizer = self.bundle.meta.normalizer(self.precision)
+        self.normalize_default = settings.normalize
+        if settings.normalize and self.normalizer is None:
+            raise BundleError(
+                f"{self.bundle.path}: RM_NORMALIZE is on but the bundle records no reward statistics "
+                "(re-export it with --eval-data, or turn RM_NORMALIZE off)"
+            )
         self._metrics = metrics
         self.batcher = MicroBatcher(
             self.scorer.run,
@@ -169,7 +186,7 @@ class Pipeline:
         if model is None:
             raise NotReady("no model loaded yet")
         if not prompts:
-            return ScoreResult(np.zeros(0, dtype=np.float32), 0, model)
+            return ScoreResult(np.zeros(0, dtype=np.float32), np.zeros(0, dtype=bool), model)
         with model.batcher.reserve(len(prompts)) as room:  # 429 before spending any CPU on an overloaded server
             started = time.perf_counter()
             if _inline([*prompts, *completions], self.settings.inline_tokenize_chars):
@@ -184,10 +201,10 @@ class Pipeline:
                 self.metrics.repeats.inc(repeats)
             scores = await room.scores(encoded)
         raw = np.asarray(scores, dtype=np.float32)[index]
-        truncated = sum(encoded[i].truncated for i in index)
+        truncated = np.array([encoded[i].truncated for i in index], dtype=bool)
         self.metrics.pairs.inc(len(raw))
-        if truncated:
-            self.metrics.truncated.inc(truncated)
+        if truncated.any():
+            self.metrics.truncated.inc(int(truncated.sum()))
         for value in raw.tolist():
             self.metrics.scores.observe(value)
         return ScoreResult(raw, truncated, model)

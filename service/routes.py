@@ -100,10 +100,13 @@ async def compare(body: CompareRequest, request: Request, pipeline: AcceptingPip
 
 @router.post("/get_reward", response_model=RewardResponse, responses=ERRORS, dependencies=[ApiKey])
 async def get_reward(body: RewardRequest, request: Request, pipeline: AcceptingPipeline) -> Response:
-    """OpenRLHF's remote reward protocol, so its trainers work unchanged with --remote_rm_url."""
+    """OpenRLHF's remote reward protocol, so its trainers work unchanged with --reward.remote_url."""
     result = await run_scoring(request, pipeline, body)
-    rewards = result.raw.tolist()
-    return json_response({"rewards": rewards, "scores": rewards, "extra_logs": {}})
+    for pair in body.reward_pairs():
+        pipeline.metrics.openrlhf_splits.labels(pair.how, pair.markup).inc()
+    rewards = result.values(body.normalize)
+    extra = {"raw_reward": result.raw.tolist(), "truncated": result.truncated_mask.astype(float).tolist()}
+    return json_response({"rewards": rewards, "scores": rewards, "extra_logs": extra})
 
 
 @router.post(
@@ -175,7 +178,8 @@ async def info(request: Request, pipeline: PipelineDep, settings: SettingsDep) -
             "max_chars_per_text": settings.max_chars_per_text,
             "max_body_bytes": settings.max_body_bytes,
         },
-        "normalization": dict(zip(("mean", "std"), model.normalizer, strict=True)),
+        "normalization": dict(zip(("mean", "std"), model.normalizer, strict=True)) if model.normalizer else None,
+        "normalize_default": model.normalize_default,
         "eval_accuracy": overall.get("accuracy") if isinstance(overall.get("accuracy"), float) else None,
         "auth": settings.api_key is not None,
         "version": request.app.version,

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictStr, field_validator
 
 from models.formatting import Text
 
-from .openrlhf import split_query
+from .openrlhf import RewardPair, to_pair
 
 
 def _no_lone_surrogates(text: str) -> str:
@@ -61,7 +61,9 @@ class ScoreItem(_Strict):
 
 class ScoreRequest(_Strict):
     items: list[ScoreItem] = Field(min_length=1, description="Pairs to score; rewards come back in this order.")
-    normalize: StrictBool = Field(False, description="Return (r − mean) / std with the bundle's eval statistics.")
+    normalize: StrictBool | None = Field(
+        None, description="Return (r − mean) / std with the bundle's eval statistics (default: RM_NORMALIZE)."
+    )
 
     def texts(self) -> list[tuple[str, Text]]:
         named = [(f"items.{i}.prompt", to_text(it.prompt)) for i, it in enumerate(self.items)]
@@ -80,7 +82,7 @@ class ScoreResponse(BaseModel):
 class CompareRequest(_Strict):
     prompt: TextField
     completions: list[TextField] = Field(min_length=2, description="Two or more completions of the same prompt.")
-    normalize: StrictBool = False
+    normalize: StrictBool | None = Field(None, description="As in /score (default: RM_NORMALIZE).")
 
     def texts(self) -> list[tuple[str, Text]]:
         return [("prompt", to_text(self.prompt))] + [
@@ -109,16 +111,23 @@ class CompareResponse(BaseModel):
 
 
 class RewardRequest(BaseModel):
-    """OpenRLHF's remote reward-model protocol (--remote_rm_url)."""
+    """OpenRLHF's remote reward-model protocol (--reward.remote_url): see service.openrlhf for how each query becomes
+    the pair the model scores."""
 
     model_config = ConfigDict(extra="ignore")  # OpenRLHF also sends fields such as `labels`
 
-    query: list[StrictStr] = Field(description="Full prompt + response strings (an empty list gets empty lists back).")
+    query: list[StrictStr] = Field(
+        description="The policy's prompt + response, decoded with its special tokens (an empty list gets empty lists "
+        "back)."
+    )
     prompts: list[StrictStr] | None = Field(
         None,
-        description="Each query's prompt, removed before scoring; a query without one (the list is shorter) is split "
-        "at its last assistant turn, as without `prompts`.",
+        description="Each query's prompt. The response starts where the prompt ends in the query (or where the "
+        "longest suffix of a left-truncated prompt does); a query without one (the list is shorter) is split at its "
+        "chat markup or last assistant turn, else scored whole.",
     )
+    normalize: StrictBool | None = Field(None, description="As in /score (default: RM_NORMALIZE).")
+    _pairs: list[RewardPair] | None = PrivateAttr(None)
 
     @field_validator("query", "prompts")
     @classmethod
@@ -128,16 +137,25 @@ class RewardRequest(BaseModel):
     def texts(self) -> list[tuple[str, Text]]:
         return [(f"query.{i}", q) for i, q in enumerate(self.query)]
 
+    def reward_pairs(self) -> list[RewardPair]:
+        """How each query splits (computed once)."""
+        if self._pairs is None:
+            prompts = self.prompts or []
+            self._pairs = [to_pair(q, prompts[i] if i < len(prompts) else None) for i, q in enumerate(self.query)]
+        return self._pairs
+
     def pairs(self) -> tuple[list[Text], list[Text]]:
-        prompts = self.prompts or []
-        split = [split_query(q, prompts[i] if i < len(prompts) else None) for i, q in enumerate(self.query)]
-        return [p for p, _ in split], [c for _, c in split]
+        pairs = self.reward_pairs()
+        return [p.prompt for p in pairs], [p.completion for p in pairs]
 
 
 class RewardResponse(BaseModel):
-    rewards: list[float]
-    scores: list[float]
-    extra_logs: dict[str, list[float]]
+    rewards: list[float] = Field(description="One reward per query (normalised when asked).")
+    scores: list[float] = Field(description="The same values (OpenRLHF reads `scores`, then `rewards`).")
+    extra_logs: dict[str, list[float]] = Field(
+        description="Numbers OpenRLHF logs per sample: `raw_reward` (before normalising) and `truncated` (1 when the "
+        "pair was cut to the model's max length)."
+    )
 
 
 class ReloadRequest(_Strict):

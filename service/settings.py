@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         description="Key for /admin/* ('Authorization: Bearer KEY'), separate from the scoring key so a trainer "
         "that can score cannot swap the model. Unset: the admin endpoints are disabled (403).",
     )
+    normalize: bool = Field(
+        False,
+        description="Default of every request's `normalize`: rewards as (r - mean) / std with the bundle's "
+        "evaluation statistics (OpenRLHF serve_rm's --reward.normalize_enable). A request's own `normalize` wins.",
+    )
     warmup: bool = Field(True, description="Run one inference before reporting ready.")
     drain_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long accepted requests may finish.")
     shutdown_delay_seconds: float = Field(

@@ -132,6 +132,31 @@ def _bpe_tokenizer(add_bos: bool) -> Any:
     return tok
 
 
+CHATML_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_chatml_tokenizer(path: Path) -> Any:
+    """A byte-level BPE tokenizer with ChatML specials and template, as Qwen-style policies have: decoding its ids
+    with the specials kept gives back the text exactly."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=500, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    corpus = [" ".join(GOOD + BAD + TOPICS), "Question tell me something about is the a of and to user assistant"]
+    tok.train_from_iterator(corpus * 20, trainer)
+    tok.add_special_tokens([AddedToken(t, special=True) for t in ("<|im_start|>", "<|im_end|>", "<|endoftext|>")])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.chat_template = CHATML_TEMPLATE
+    fast.save_pretrained(path)
+    return fast
+
+
 def make_tiny_decoder(path: Path, family: str) -> Path:
     """A 2-layer decoder: `llama` (chat template, no pad token) or `gpt2` (no template, plain concatenation)."""
     import torch

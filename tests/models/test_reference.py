@@ -15,7 +15,7 @@ def test_a_reference_made_here_is_reproduced_exactly(tiny_bundle: Path) -> None:
     made = make_reference(scorers)
     assert made == bundle.meta.reference  # the export's own probes, re-made from the bundle's files
     assert len(made["prompts"]) == len(PROBES) and set(made["rewards"]) == set(bundle.meta.precisions)
-    std = bundle.meta.normalizer("fp32")[1]
+    std = bundle.meta.reward_scale()
     for precision, scorer in scorers.items():
         check = check_reference(scorer, made, std)
         assert check is not None and check.ok and check.max_abs_diff == 0.0 and check.against == precision

@@ -148,7 +148,7 @@ def test_the_default_precision_is_what_the_bundle_measured(tiny_bundle: Path) ->
 def test_every_precision_reproduces_its_reference_probes_at_load(tiny_bundle: Path) -> None:
     bundle = read_bundle(tiny_bundle)
     reference = bundle.meta.reference
-    fp32_std = bundle.meta.normalizer("fp32")[1]
+    fp32_std = bundle.meta.reward_scale()
     for precision in ("fp32", "int8", "fp16"):
         with make_client(tiny_bundle, precision=precision) as c:
             check = c.get("/info").json()["reference_check"]

@@ -18,6 +18,7 @@ form (``\\n\\nHuman: …\\n\\nAssistant: …``), so a conversation and its trans
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -103,6 +104,44 @@ def dedupe(encoded: Sequence[Encoded]) -> tuple[list[Encoded], list[int]]:
             distinct.append(e)
         index.append(slot)
     return distinct, index
+
+
+def plain_message(message: Mapping[str, Any], images: str = "refuse") -> dict[str, str]:
+    """A chat message as `{role, content}` with string content, from the shapes trainers and OpenAI-style clients
+    send: `content` a string, a list of content blocks (`{"type": "text", "text": …}`; text blocks are joined with
+    newlines), missing or None (empty), and `tool_calls` rendered after the content as `<tool_call>{json}</tool_call>`
+    lines (the Hermes/Qwen convention). A reward model reads text: an image or audio block is refused
+    (`images="refuse"`, FormatError) or dropped (`images="ignore"`)."""
+    if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+        raise FormatError("a message must be an object with a string 'role'")
+    content = message.get("content")
+    if content is None:
+        text = ""
+    elif isinstance(content, str):
+        text = content
+    elif isinstance(content, Sequence):
+        parts = []
+        for block in content:
+            kind = block.get("type") if isinstance(block, Mapping) else None
+            if kind == "text" and isinstance(block.get("text"), str):
+                parts.append(block["text"])
+            elif images != "ignore" or kind not in ("image", "image_url", "input_audio", "audio", "video"):
+                raise FormatError(
+                    f"a {kind or 'malformed'} content block: a reward model scores text (send text blocks; images "
+                    "can be dropped explicitly with images='ignore')"
+                )
+        text = "\n".join(parts)
+    else:
+        raise FormatError("message 'content' must be a string, a list of content blocks, or null")
+    for call in message.get("tool_calls") or []:
+        function = call.get("function", call) if isinstance(call, Mapping) else {}
+        arguments = function.get("arguments", {})
+        if isinstance(arguments, str):
+            with contextlib.suppress(ValueError):  # OpenAI sends a JSON string; keep one that is not JSON as is
+                arguments = json.loads(arguments)
+        rendered = json.dumps({"name": function.get("name"), "arguments": arguments}, ensure_ascii=False)
+        text += ("\n" if text else "") + f"<tool_call>{rendered}</tool_call>"
+    return {"role": message["role"], "content": text}
 
 
 def _check_messages(messages: Sequence[Message]) -> None:

@@ -1,21 +1,27 @@
-"""RewardClient (sync and async, httpx only) and reward_fn, a TRL GRPOTrainer reward function backed by the service.
+"""RewardClient / AsyncRewardClient (httpx only) and RewardFunction / AsyncRewardFunction, TRL reward functions
+(GRPOTrainer, RLOOTrainer, OnlineDPOTrainer) backed by the service.
 
-Big lists are sent in chunks; 429, 503 and connection errors are retried with exponential backoff (honouring
-Retry-After); any other error is raised as RewardServiceError with the server's JSON message.
+Big lists are sent in chunks; 429, 502-504 and connection errors are retried with exponential backoff (honouring
+Retry-After); any other error is raised as RewardServiceError with the server's JSON message. Texts may be strings
+or chat messages in the shapes trainers send (content blocks, tool calls: models.formatting.plain_message).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import httpx
 
-Text = str | Sequence[Mapping[str, str]]
+from models.formatting import Text, plain_message
+
+log = logging.getLogger("service.client")
 RETRY_STATUS = {429, 502, 503, 504}
+OnError = Literal["raise", "none"]
 
 
 class RewardServiceError(RuntimeError):
@@ -42,14 +48,16 @@ def _delay(attempt: int, response: httpx.Response | None, backoff: float) -> flo
     return min(backoff * 2**attempt, 10.0) * (0.5 + random.random())  # jitter spreads a thundering herd
 
 
-def _as_text(value: Any) -> Text:
-    """Plain strings or conversational messages (TRL passes either)."""
+def as_text(value: Any, images: str = "refuse") -> Text:
+    """A string, or a conversation as plain {role, content} messages (TRL passes either)."""
     if isinstance(value, str):
         return value
-    return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
+    return [plain_message(m, images) for m in value]
 
 
 class _ClientConfig:
+    """Connection settings, chunking and the retry decision shared by the sync and async clients."""
+
     def __init__(
         self,
         url: str,
@@ -58,6 +66,7 @@ class _ClientConfig:
         retries: int = 5,
         chunk_size: int = 256,
         backoff: float = 0.1,
+        images: str = "refuse",
     ) -> None:
         self.url = url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -65,6 +74,7 @@ class _ClientConfig:
         self.retries = retries
         self.chunk_size = chunk_size
         self.backoff = backoff
+        self.images = images
 
     def _settle(self, attempt: int, response: httpx.Response | None, error: Exception | None) -> dict[str, Any] | None:
         """A 200's body; None to retry (429/5xx/unreachable); raises when the error is final or retries are spent."""
@@ -80,11 +90,24 @@ class _ClientConfig:
             raise _error(response)
         return None
 
-    def _chunks(self, prompts: Sequence[Text], completions: Sequence[Text]) -> list[dict[str, Any]]:
+    def _chunks(
+        self, prompts: Sequence[Any], completions: Sequence[Any], normalize: bool | None
+    ) -> list[dict[str, Any]]:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        items = [{"prompt": _as_text(p), "completion": _as_text(c)} for p, c in zip(prompts, completions, strict=True)]
-        return [{"items": items[i : i + self.chunk_size]} for i in range(0, len(items), self.chunk_size)]
+        items = [
+            {"prompt": as_text(p, self.images), "completion": as_text(c, self.images)}
+            for p, c in zip(prompts, completions, strict=True)
+        ]
+        extra = {} if normalize is None else {"normalize": normalize}
+        return [{"items": items[i : i + self.chunk_size]} | extra for i in range(0, len(items), self.chunk_size)]
+
+
+def _failed(error: RewardServiceError, size: int, on_error: OnError) -> list[float | None]:
+    if on_error == "raise":
+        raise error
+    log.warning("no rewards for %d samples (returned as None): %s", size, error)
+    return [None] * size
 
 
 class RewardClient(_ClientConfig):
@@ -107,14 +130,27 @@ class RewardClient(_ClientConfig):
             time.sleep(_delay(attempt, response, self.backoff))
         raise AssertionError("unreachable")
 
-    def score(self, prompts: Sequence[Text], completions: Sequence[Text], normalize: bool = False) -> list[float]:
+    def score(self, prompts: Sequence[Any], completions: Sequence[Any], normalize: bool | None = None) -> list[float]:
         scores: list[float] = []
-        for chunk in self._chunks(prompts, completions):
-            scores += self._post("/score", chunk | {"normalize": normalize})["scores"]
+        for chunk in self._chunks(prompts, completions, normalize):
+            scores += self._post("/score", chunk)["scores"]
         return scores
 
-    def compare(self, prompt: Text, completions: Sequence[Text]) -> dict[str, Any]:
-        return self._post("/compare", {"prompt": _as_text(prompt), "completions": [_as_text(c) for c in completions]})
+    def score_or_none(
+        self, prompts: Sequence[Any], completions: Sequence[Any], normalize: bool | None, on_error: OnError
+    ) -> list[float | None]:
+        """Per chunk: its scores, or (on_error="none") None for each of its samples once retries are spent."""
+        out: list[float | None] = []
+        for chunk in self._chunks(prompts, completions, normalize):
+            try:
+                out += self._post("/score", chunk)["scores"]
+            except RewardServiceError as e:
+                out += _failed(e, len(chunk["items"]), on_error)
+        return out
+
+    def compare(self, prompt: Any, completions: Sequence[Any]) -> dict[str, Any]:
+        body = {"prompt": as_text(prompt, self.images), "completions": [as_text(c, self.images) for c in completions]}
+        return self._post("/compare", body)
 
     def info(self) -> dict[str, Any]:
         response = self._http.get(self.url + "/info")
@@ -153,14 +189,31 @@ class AsyncRewardClient(_ClientConfig):
             await asyncio.sleep(_delay(attempt, response, self.backoff))
         raise AssertionError("unreachable")
 
-    async def score(self, prompts: Sequence[Text], completions: Sequence[Text], normalize: bool = False) -> list[float]:
-        chunks = self._chunks(prompts, completions)
-        results = await asyncio.gather(*(self._post("/score", c | {"normalize": normalize}) for c in chunks))
+    async def score(
+        self, prompts: Sequence[Any], completions: Sequence[Any], normalize: bool | None = None
+    ) -> list[float]:
+        chunks = self._chunks(prompts, completions, normalize)
+        results = await asyncio.gather(*(self._post("/score", c) for c in chunks))
         return [s for r in results for s in r["scores"]]
 
-    async def compare(self, prompt: Text, completions: Sequence[Text]) -> dict[str, Any]:
-        payload = {"prompt": _as_text(prompt), "completions": [_as_text(c) for c in completions]}
-        return await self._post("/compare", payload)
+    async def score_or_none(
+        self, prompts: Sequence[Any], completions: Sequence[Any], normalize: bool | None, on_error: OnError
+    ) -> list[float | None]:
+        chunks = self._chunks(prompts, completions, normalize)
+        results = await asyncio.gather(*(self._post("/score", c) for c in chunks), return_exceptions=True)
+        out: list[float | None] = []
+        for chunk, result in zip(chunks, results, strict=True):
+            if isinstance(result, RewardServiceError):
+                out += _failed(result, len(chunk["items"]), on_error)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                out += result["scores"]
+        return out
+
+    async def compare(self, prompt: Any, completions: Sequence[Any]) -> dict[str, Any]:
+        body = {"prompt": as_text(prompt, self.images), "completions": [as_text(c, self.images) for c in completions]}
+        return await self._post("/compare", body)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -172,16 +225,64 @@ class AsyncRewardClient(_ClientConfig):
         await self.aclose()
 
 
-def reward_fn(url: str, normalize: bool = False, **client_kwargs: Any) -> Callable[..., list[float]]:
-    """A reward function for TRL's GRPOTrainer: `GRPOTrainer(reward_funcs=[reward_fn(url)], ...)`.
+class RewardFunction:
+    """A TRL reward function backed by the service: `GRPOTrainer(reward_funcs=[RewardFunction(url)], ...)`.
 
-    TRL calls it as f(prompts=..., completions=..., **columns) with plain strings or, for conversational
-    datasets, lists of messages; it returns one float per completion.
+    TRL calls it as f(prompts=..., completions=..., completion_ids=..., trainer_state=..., **columns) with strings
+    or conversations (content strings or blocks, tool calls) and logs under its `__name__` (`name`: give two
+    servers two names). Failure policy, after the client's retries: `on_error="raise"` (default) fails the
+    training step with the server's message; `"none"` returns None for the samples it could not score, which
+    TRL turns into NaN and leaves out of the advantage. Picklable (TRL's async GRPO runs reward functions in a
+    child process): the HTTP client is made on first use, in the process and event loop that uses it.
     """
-    client = RewardClient(url, **client_kwargs)
 
-    def reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
-        return client.score(list(prompts), list(completions), normalize=normalize)
+    def __init__(
+        self,
+        url: str,
+        name: str = "reward_model",
+        normalize: bool | None = None,
+        on_error: OnError = "raise",
+        images: str = "refuse",
+        **client_kwargs: Any,
+    ) -> None:
+        if on_error not in ("raise", "none"):
+            raise ValueError(f"on_error must be 'raise' or 'none', not {on_error!r}")
+        self.url, self.__name__, self.normalize, self.on_error = url, name, normalize, on_error
+        self.client_kwargs = client_kwargs | {"images": images}
+        self._client: Any = None
 
-    reward.__name__ = "remote_reward_model"  # TRL logs rewards under the function's name
-    return reward
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        if self._client is None:
+            self._client = RewardClient(self.url, **self.client_kwargs)
+        return list(self._client.score_or_none(prompts, completions, self.normalize, self.on_error))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_client": None}
+
+
+class AsyncRewardFunction(RewardFunction):
+    """The same as a coroutine: TRL runs async reward functions concurrently on its own event loop, so requests to
+    several reward servers overlap. The client belongs to the loop that first awaits it."""
+
+    _loop: Any = None
+
+    async def __call__(  # type: ignore[override]
+        self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
+    ) -> list[float | None]:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client, self._loop = AsyncRewardClient(self.url, **self.client_kwargs), loop
+        return list(await self._client.score_or_none(prompts, completions, self.normalize, self.on_error))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_client": None, "_loop": None}
+
+
+def reward_fn(url: str, **kwargs: Any) -> RewardFunction:
+    """`RewardFunction(url, **kwargs)`: the reward function for TRL trainers."""
+    return RewardFunction(url, **kwargs)
+
+
+def async_reward_fn(url: str, **kwargs: Any) -> AsyncRewardFunction:
+    """`AsyncRewardFunction(url, **kwargs)`: the coroutine form, for TRL's concurrent reward functions."""
+    return AsyncRewardFunction(url, **kwargs)

@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[train,serve,dev]"
+	$(PY) -m pip install --quiet --no-deps "openrlhf==0.11.2"  # its request code only; its deps are GPU stacks
 	touch $@
 
 install: $(VENV)/.installed

@@ -113,7 +113,7 @@ def make_tiny_bert(path: Path, tokenizer_source: str) -> Path:
     return path
 
 
-def _bpe_tokenizer(add_bos: bool) -> Any:
+def bpe_tokenizer(add_bos: bool) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -169,7 +169,7 @@ def make_tiny_decoder(path: Path, family: str) -> Path:
     )
 
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=_bpe_tokenizer(add_bos=family == "gpt2"), bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+        tokenizer_object=bpe_tokenizer(add_bos=family == "gpt2"), bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
     torch.manual_seed(0)
     if family == "llama":

@@ -27,10 +27,21 @@ from typing import Any
 
 from .formatting import FormatError, FormatSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 bundles read as version 2 ones: 2 added FormatSpec.append_eos (v1 decoders always appended EOS, its
+# default), BundleMeta.reward_head and external-data files, none of which a v1 bundle has.
+READABLE_VERSIONS = (1, 2)
 META_FILE = "reward_model.json"
 TOKENIZER_FILE = "tokenizer.json"
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+
+
+def data_file(model_file: str) -> str:
+    """The external-data file of a graph over ONNX's 2 GB protobuf limit: its weights, beside it (ONNX Runtime
+    finds it by this name, recorded in the graph)."""
+    return model_file + ".data"
+
+
 ARCHITECTURES = ("encoder", "decoder")
 
 
@@ -55,6 +66,8 @@ class BundleMeta:
     parity: dict[str, Any] = field(default_factory=dict)
     # Probe pairs and their rewards per precision, re-scored at serve time (models.reference); {} in old bundles.
     reference: dict[str, Any] = field(default_factory=dict)
+    # Where the reward comes from: model family, pooling, the position it is read at, label index (shown by /info).
+    reward_head: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str = ""
     training: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
@@ -69,8 +82,9 @@ class BundleMeta:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BundleMeta:
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise BundleError(f"unknown schema_version {version!r} (this reader knows {SCHEMA_VERSION})")
+        if version not in READABLE_VERSIONS:
+            known = ", ".join(map(str, READABLE_VERSIONS))
+            raise BundleError(f"unknown schema_version {version!r} (this reader knows {known})")
         fields = dict(data)
         unknown = set(fields) - set(cls.__dataclass_fields__)
         if unknown:
@@ -159,10 +173,12 @@ def sha256_file(path: Path) -> str:
 def write_bundle(out_dir: str | os.PathLike[str], meta: BundleMeta, sources: Mapping[str, Path]) -> Bundle:
     """Copy `sources` (bundle file name -> path) and the metadata into `out_dir`, atomically.
 
-    Needs the tokenizer and one model file per precision in `meta.precisions`; fills in `meta.files`.
+    Needs the tokenizer and one model file per precision in `meta.precisions` (with its external-data file when
+    `sources` has one); fills in `meta.files`, which the reader verifies one by one.
     """
     out = Path(out_dir).resolve()
-    required = {TOKENIZER_FILE} | {MODEL_FILES[p] for p in meta.precisions}
+    models = {MODEL_FILES[p] for p in meta.precisions}
+    required = {TOKENIZER_FILE} | models | {data_file(m) for m in models if data_file(m) in sources}
     missing = required - set(sources)
     if missing:
         raise BundleError(f"cannot write bundle {out}: missing {', '.join(sorted(missing))}")
@@ -215,12 +231,15 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
     except BundleError as e:
         raise BundleError(f"{meta_path}: {e}") from e
     required = {TOKENIZER_FILE} | {MODEL_FILES[p] for p in meta.precisions}
-    for name in sorted(required):
+    unrecorded = required - set(meta.files)
+    if unrecorded:
+        raise BundleError(f"{meta_path}: no recorded hash for {', '.join(sorted(unrecorded))}")
+    for name in sorted(set(meta.files)):
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise BundleError(f"{meta_path}: file names must be plain names inside the bundle, not {name!r}")
         file = root / name
         if not file.is_file():
             raise BundleError(f"{root}: missing {name}")
-        if name not in meta.files:
-            raise BundleError(f"{meta_path}: no recorded hash for {name}")
         if sha256_file(file) != meta.files[name]:
             what = (
                 "tokenizer does not match the one the model was exported with"

@@ -53,6 +53,9 @@ class FormatSpec:
     template_tokens: dict[str, str] = field(default_factory=dict)
     # Templates that call strftime_now() get this fixed date, so a text's reward does not change with the day.
     template_date: str = "2026-01-01"
+    # Decoders: append EOS when the text does not end with it (our fits read the reward there). Imported models
+    # are fed exactly their documented usage, which appends nothing (the chat template closes the turn itself).
+    append_eos: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -240,8 +243,8 @@ class Formatter:
             self._budget = spec.max_length - self._layout.n_special
             if self._budget < 2:
                 raise FormatError(f"max_length {spec.max_length} leaves no room for text after special tokens")
-        elif spec.eos_token_id is None:
-            raise FormatError(f"formatting kind {spec.kind!r} needs eos_token_id")
+        elif spec.append_eos and spec.eos_token_id is None:
+            raise FormatError(f"formatting kind {spec.kind!r} appends EOS and needs eos_token_id")
 
     @classmethod
     def from_file(cls, tokenizer_path: str, spec: FormatSpec) -> Formatter:
@@ -289,7 +292,7 @@ class Formatter:
         out = []
         for enc in self._encode_batch(texts, specials):
             ids = enc.ids
-            if not ids or ids[-1] != eos:
+            if spec.append_eos and (not ids or ids[-1] != eos):
                 ids.append(int(eos))  # type: ignore[arg-type]
             truncated = len(ids) > spec.max_length
             out.append(Encoded(ids[-spec.max_length :] if truncated else ids, None, truncated))

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DATA = Path(__file__).parent / "default_data" / "preferences.json"
-POOLINGS = ("auto", "cls", "completion-mean", "last")  # what the reward head reads (training.model)
+# What the reward head reads (training.model); "head" (the model's own forward, as transformers scores it) is what
+# imported models use.
+POOLINGS = ("auto", "cls", "completion-mean", "last", "head")
 
 
 def _opt(help: str, **kw: Any) -> Any:

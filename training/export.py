@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from models.bundle import MODEL_FILES, TOKENIZER_FILE, Bundle, BundleMeta, sha256_file, write_bundle
+from models.bundle import MODEL_FILES, TOKENIZER_FILE, Bundle, BundleMeta, data_file, sha256_file, write_bundle
 from models.formatting import FormatSpec, Formatter
 from models.inputs import pad
-from models.reference import make_reference
+from models.reference import ABS_FLOOR, make_reference
 from models.runtime import BundleScorer
 
 from . import acceptance, graphs
@@ -52,6 +52,7 @@ class ExportOptions:
     min_int8_agreement: float = 0.98
     fp16_tolerance: float = 0.01  # in units of the fp32 reward std
     plot: Path | None = None
+    external_bytes: int = graphs.EXTERNAL_DATA_BYTES  # graphs with more weight bytes keep them in a data file
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,10 @@ class ExportJob:
     base_model: str
     calibration: Sequence[PreferencePair]  # int8 activation ranges
     parity: Sequence[PreferencePair]  # ONNX vs torch, fp16 vs fp32
-    eval_files: Mapping[str, Sequence[PreferencePair]]  # metrics, per file
+    eval_files: Mapping[str, Sequence[PreferencePair]]  # metrics, per file; none: no metrics, no reward statistics
     agreement_extra: Sequence[PreferencePair] = ()  # tops small eval sets up for the int8 agreement
+    pad_id: int | None = None  # default: the tokenizer's pad id
+    reward_head: Mapping[str, Any] = field(default_factory=dict)  # BundleMeta.reward_head
     split: str = "prompt_split"
     data_fingerprint: str = ""
     provenance: Mapping[str, Any] = field(default_factory=dict)  # BundleMeta.training (config and summary)
@@ -87,18 +90,22 @@ class Int8Choice:
 def export_bundle(job: ExportJob) -> Bundle:
     """Export, check and evaluate; write the bundle to job.out only if every check passes (else ExportError)."""
     started = time.perf_counter()
-    work, model, options = job.work, job.model, job.options
+    work, model, options = job.work, job.model.eval(), job.options  # eval: no dropout in what is traced or compared
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    pad_id = int(job.tokenizer.pad_token_id)
+    pad_id = int(job.tokenizer.pad_token_id if job.pad_id is None else job.pad_id)
     formatter = _save_tokenizer(job.tokenizer, job.spec, work / TOKENIZER_FILE)
     prompts = [p.prompt for p in job.calibration]
     calib = formatter.encode_many(prompts, [p.chosen for p in job.calibration])
     calib += formatter.encode_many(prompts, [p.rejected for p in job.calibration])
 
-    sample = calib[:2] or formatter.encode_many(["Is this a sample?"], ["Yes."])
-    names = graphs.export_fp32(model, sample, pad_id, work / "model.raw.onnx")
-    fusions = graphs.optimize_fp32(work / "model.raw.onnx", work / MODEL_FILES["fp32"], model)
+    # Two texts of different lengths: tracing a batch of one could bake a size of 1 into the graph.
+    sample = calib[:2] if len(calib) >= 2 else formatter.encode_many(["Is this a sample?", "Hi"], ["Yes, it is.", "Yo"])
+    raw = work / "raw" / "model.onnx"
+    raw.parent.mkdir()
+    names = graphs.export_fp32(model, sample, pad_id, raw)
+    fusions = graphs.optimize_fp32(raw, work / MODEL_FILES["fp32"], model, options.external_bytes)
+    shutil.rmtree(raw.parent)
     log.info("fp32 graph exported; fusions: %s", fusions or "none")
     # Provisional metadata: enough for BundleScorer to read the work folder as a bundle of what exists so far.
     draft = BundleMeta(
@@ -111,6 +118,7 @@ def export_bundle(job: ExportJob) -> Bundle:
         pad_token_id=pad_id,
         data_fingerprint=job.data_fingerprint,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        reward_head=dict(job.reward_head),
     )
     fp32 = _scorer(work, draft, "fp32")
     parity = acceptance.check_parity(fp32, model, job.parity, pad_id)
@@ -120,9 +128,15 @@ def export_bundle(job: ExportJob) -> Bundle:
             f"ONNX fp32 differs from torch by {parity.max_abs:.2e} (> {options.parity_atol:.0e}); bundle not written"
         )
     checks: dict[str, Any] = parity.to_dict()
-    reports, rewards = {}, {}
-    reports["fp32"], rewards["fp32"] = evaluate(fp32, job.eval_files)
+    reports: dict[str, Any] = {}
+    rewards: dict[str, Any] = {}
+    if job.eval_files:
+        reports["fp32"], rewards["fp32"] = evaluate(fp32, job.eval_files)
     precisions = ["fp32"]
+    if options.int8 and not job.eval_files:
+        raise ExportError("int8 needs evaluation pairs to check its winners against fp32's (--eval-data); not written")
+    if options.int8 and (work / data_file(MODEL_FILES["fp32"])).exists():
+        raise ExportError("int8 of a graph over 2 GB is not supported (export fp32 and fp16 only); not written")
     if options.int8:
         feeds = [pad([e], pad_id, names) for e in calib]
         int8 = choose_int8(work, draft, feeds, reports["fp32"], rewards["fp32"], job)
@@ -133,7 +147,12 @@ def export_bundle(job: ExportJob) -> Bundle:
         for p, r in reports.items()
     }
     if options.fp16:
-        fp16 = try_fp16(work, draft, job.parity, options.fp16_tolerance * stats["fp32"]["std"])
+        # Without evaluation pairs the reward scale comes from the parity pairs' own rewards.
+        parity_rewards = np.concatenate(score_pairs(fp32, job.parity)[:2]) if not stats else np.zeros(0)
+        scale = stats["fp32"]["std"] if stats else max(float(np.std(parity_rewards)), 1e-6)
+        # The floor (the parity bar) keeps a near-constant model's fp16 rounding from failing a relative limit.
+        limit = max(options.fp16_tolerance * scale, ABS_FLOOR)
+        fp16 = try_fp16(work, draft, job.parity, limit, options.external_bytes)
         checks["fp16"] = fp16.to_dict()
         if fp16.kept:
             precisions.append("fp16")
@@ -149,10 +168,12 @@ def export_bundle(job: ExportJob) -> Bundle:
         reference=make_reference({p: _scorer(work, shipped, p) for p in precisions}),
         training=dict(job.provenance) | {"summary": summary},
     )
-    if options.plot is not None:
+    if options.plot is not None and job.eval_files:
         pairs = [p for file_pairs in job.eval_files.values() for p in file_pairs]
         write_plot(options.plot, pairs, rewards["fp32"], f"{meta.model_id} (fp32, held out)")
-    sources = {TOKENIZER_FILE: work / TOKENIZER_FILE} | {MODEL_FILES[p]: work / MODEL_FILES[p] for p in precisions}
+    files = [TOKENIZER_FILE] + [MODEL_FILES[p] for p in precisions]
+    files += [data_file(MODEL_FILES[p]) for p in precisions if (work / data_file(MODEL_FILES[p])).exists()]
+    sources = {name: work / name for name in files}
     bundle = write_bundle(job.out, meta, sources)
     log.info("bundle written to %s in %.0fs", bundle.path, time.perf_counter() - started)
     return bundle
@@ -251,14 +272,16 @@ def _by_file(
     return scored
 
 
-def try_fp16(work: Path, draft: BundleMeta, pairs: Sequence[PreferencePair], limit: float) -> acceptance.Fp16Check:
+def try_fp16(
+    work: Path, draft: BundleMeta, pairs: Sequence[PreferencePair], limit: float, external_bytes: int
+) -> acceptance.Fp16Check:
     """Convert the fp32 graph to fp16 (for GPUs) and check it against fp32 on `pairs`.
 
     A graph the converter or ONNX Runtime cannot take in fp16 is left out with a warning, not an error: fp32
     serves everywhere.
     """
     try:
-        graphs.convert_fp16(work / MODEL_FILES["fp32"], work / MODEL_FILES["fp16"])
+        graphs.convert_fp16(work / MODEL_FILES["fp32"], work / MODEL_FILES["fp16"], external_bytes)
         with_fp16 = dataclasses.replace(draft, precisions=["fp32", "fp16"])
         check = acceptance.check_fp16(_scorer(work, draft, "fp32"), _scorer(work, with_fp16, "fp16"), pairs, limit)
     except Exception as e:  # an op without an fp16 form: not worth failing a fit over
@@ -273,3 +296,118 @@ def try_fp16(work: Path, draft: BundleMeta, pairs: Sequence[PreferencePair], lim
         check.kept,
     )
     return check
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m training.export: an existing Hugging Face reward model (folder or hub id) -> a checked bundle."""
+    import argparse
+    import sys
+
+    from models.reference import PROBES
+
+    from .data import DataError, load_pairs, sample_pairs
+    from .imported import FORMATTINGS, ImportError_, load_reward_model
+
+    parser = argparse.ArgumentParser(prog="python -m training.export", description=main.__doc__)
+    parser.add_argument("--model", required=True, help="Hugging Face folder or hub id of a *ForSequenceClassification.")
+    parser.add_argument("--out", required=True, help="Bundle folder to write.")
+    parser.add_argument(
+        "--formatting",
+        choices=FORMATTINGS,
+        default="auto",
+        help="How text becomes tokens: auto (encoders: text pair; decoders: their chat template, else "
+        "plain), pair, chat or plain.",
+    )
+    parser.add_argument("--max-length", type=int, help="Tokens per text (default: the model's, at most 4096).")
+    parser.add_argument(
+        "--precisions",
+        default="fp32,fp16",
+        help="Graphs to ship, comma-separated: fp32 (always), int8 (CPU; needs --eval-data), fp16 (GPU).",
+    )
+    parser.add_argument(
+        "--eval-data",
+        nargs="+",
+        help="Preference files: metrics, parity, int8 checks, and the reward "
+        "statistics `normalize` uses (without them the bundle has none and refuses `normalize`).",
+    )
+    parser.add_argument(
+        "--calibration-data",
+        nargs="+",
+        help="Preference files for int8 calibration and, without --eval-data, the reward statistics.",
+    )
+    parser.add_argument("--label-index", type=int, help="Which logit is the reward, for a model with several labels.")
+    parser.add_argument(
+        "--append-eos",
+        action="store_true",
+        help="Append EOS to decoder texts (models trained with TRL on plain, non-chat text).",
+    )
+    parser.add_argument("--trust-remote-code", action="store_true", help="Let transformers run the model's own code.")
+    parser.add_argument("--skip-invalid", action="store_true", help="Skip malformed records in the data files.")
+    parser.add_argument("--parity-atol", type=float, default=1e-4, help="Max |ONNX fp32 − transformers|.")
+    parser.add_argument("--min-int8-agreement", type=float, default=0.98)
+    parser.add_argument("--fp16-tolerance", type=float, default=0.01, help="In units of the fp32 reward std.")
+    parser.add_argument(
+        "--external-data-bytes",
+        type=int,
+        default=graphs.EXTERNAL_DATA_BYTES,
+        help="Graphs with more weight bytes keep their weights in one data file beside them.",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    precisions = {p.strip() for p in args.precisions.split(",") if p.strip()}
+    if not precisions <= set(MODEL_FILES):
+        print(f"error: --precisions: unknown {', '.join(sorted(precisions - set(MODEL_FILES)))}", file=sys.stderr)
+        return 2
+    try:
+        imported = load_reward_model(
+            args.model, args.formatting, args.max_length, args.label_index, args.append_eos, args.trust_remote_code
+        )
+        eval_files = {f: load_pairs([f], skip_invalid=args.skip_invalid) for f in args.eval_data or []}
+        calibration = load_pairs(args.calibration_data, skip_invalid=args.skip_invalid) if args.calibration_data else []
+    except (ImportError_, DataError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    split = "eval_data" if eval_files else "calibration_data" if calibration else "none"
+    if not eval_files and calibration:
+        eval_files = {"calibration": calibration}
+    pairs = [p for file_pairs in eval_files.values() for p in file_pairs]
+    # Without data, parity is checked on the reference probes (texts of every kind, one past any max length).
+    probes = [PreferencePair(p, c, PROBES[(i + 1) % len(PROBES)][1], source="probe") for i, (p, c) in enumerate(PROBES)]
+    out = Path(args.out)
+    job = ExportJob(
+        model=imported.model,
+        tokenizer=imported.tokenizer,
+        spec=imported.spec,
+        out=out,
+        work=Path(f"{out}.work") / "export",
+        name=out.name,
+        base_model=args.model,
+        calibration=sample_pairs(calibration or pairs, 128, args.seed),
+        parity=sample_pairs(pairs, 64, args.seed) or probes,
+        eval_files=eval_files,
+        split=split,
+        pad_id=imported.pad_id,
+        reward_head=imported.reward_head,
+        provenance={"imported": {k: v for k, v in vars(args).items()}},
+        options=ExportOptions(
+            int8="int8" in precisions,
+            fp16="fp16" in precisions,
+            parity_atol=args.parity_atol,
+            min_int8_agreement=args.min_int8_agreement,
+            fp16_tolerance=args.fp16_tolerance,
+            plot=Path(f"{out}.work") / "eval.png" if eval_files else None,
+            external_bytes=args.external_data_bytes,
+        ),
+    )
+    try:
+        bundle = export_bundle(job)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"bundle {bundle.path}: {bundle.meta.model_id}, precisions {', '.join(bundle.meta.precisions)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

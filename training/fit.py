@@ -218,6 +218,7 @@ def export_job(
         agreement_extra=sample_pairs(train_pairs, extra, cfg.seed + 1),
         split="eval_data" if cfg.eval_data else "prompt_split",
         data_fingerprint=summary.get("data_fingerprint", ""),
+        reward_head=model.describe() | {"source": "training.fit"},
         provenance={k: v for k, v in vars(cfg).items() if k not in ("data", "eval_data")}
         | {"data": list(cfg.data), "eval_data": cfg.eval_data, "summary": summary},
         options=ExportOptions(

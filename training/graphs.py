@@ -9,7 +9,6 @@ decided by training.export from the checks in training.acceptance.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.bundle import data_file
 from models.formatting import Encoded
 
 from .model import RewardModel
@@ -25,6 +25,7 @@ from .trainer import pad_batch
 
 log = logging.getLogger("training.graphs")
 OPSET = 17
+EXTERNAL_DATA_BYTES = 1_800_000_000  # under protobuf's 2 GB limit, with room for the graph itself
 CALIBRATION_STRIDE = 16
 # Families whose graphs ONNX Runtime's optimizer knows as "bert" (same encoder layer pattern).
 BERT_LIKE = {"bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra", "mpnet", "deberta-v2"}
@@ -35,8 +36,42 @@ def onnx_input_names(model: RewardModel) -> list[str]:
     return [*names, "token_type_ids"] if model.uses_token_types else names
 
 
+def weight_bytes(model: Any) -> int:
+    """Bytes of a graph's initializers, wherever they are stored."""
+    import onnx
+
+    total = 0
+    for t in model.graph.initializer:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        total += int(np.prod(t.dims, dtype=np.int64)) * itemsize
+    return total
+
+
+def save_graph(model: Any, out: Path, external_bytes: int = EXTERNAL_DATA_BYTES) -> None:
+    """Write a graph; weights over `external_bytes` go into one external-data file beside it (models.bundle.data_file):
+    protobuf cannot hold a message over 2 GB, which a 0.5 B-parameter model in fp32 already is."""
+    import onnx
+
+    data = out.with_name(data_file(out.name))
+    data.unlink(missing_ok=True)
+    if weight_bytes(model) > external_bytes:
+        onnx.save_model(
+            model,
+            str(out),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data.name,
+            size_threshold=1024,
+        )
+    else:
+        onnx.save_model(model, str(out))
+
+
 def export_fp32(model: RewardModel, sample: Sequence[Encoded], pad_id: int, path: Path) -> list[str]:
-    """TorchScript-export the reward model with dynamic batch and sequence axes; output `reward` (batch,)."""
+    """TorchScript-export the reward model with dynamic batch and sequence axes; output `reward` (batch,).
+
+    `path` should be in a folder of its own: the exporter writes a big model's weights as many files beside it.
+    """
     names = onnx_input_names(model)
     inputs = pad_batch(sample, pad_id)
     try:
@@ -59,18 +94,23 @@ def export_fp32(model: RewardModel, sample: Sequence[Encoded], pad_id: int, path
     return names
 
 
-def optimize_fp32(raw: Path, out: Path, model: RewardModel) -> dict[str, int]:
-    """Fuse attention, LayerNorm and GELU for BERT-like encoders; other graphs are left to ORT's own passes."""
+def optimize_fp32(
+    raw: Path, out: Path, model: RewardModel, external_bytes: int = EXTERNAL_DATA_BYTES
+) -> dict[str, int]:
+    """Fuse attention, LayerNorm and GELU for BERT-like encoders; other graphs are left to ORT's own passes. The
+    result is written with save_graph (one external-data file when big)."""
+    import onnx
+
     config = model.model.config
     if model.architecture != "encoder" or config.model_type not in BERT_LIKE:
-        shutil.copyfile(raw, out)
+        save_graph(onnx.load(str(raw)), out, external_bytes)
         return {}
     from onnxruntime.transformers.optimizer import optimize_model
 
     optimized = optimize_model(
         str(raw), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size
     )
-    optimized.save_model_to_file(str(out))
+    save_graph(optimized.model, out, external_bytes)
     return {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
 
 
@@ -186,7 +226,7 @@ def _is_head(node_name: str) -> bool:
     return any(k in name for k in ("pooler", "classifier", "score"))
 
 
-def convert_fp16(fp32: Path, out: Path) -> None:
+def convert_fp16(fp32: Path, out: Path, external_bytes: int = EXTERNAL_DATA_BYTES) -> None:
     """fp16 weights and activations; inputs and the `reward` output keep their types, so every graph takes the same
     feeds. ONNX Runtime's transformer converter keeps its block list (ops without fp16 kernels: Range, CumSum,
     TopK, …) in fp32 and inserts the casts around them."""
@@ -195,4 +235,5 @@ def convert_fp16(fp32: Path, out: Path) -> None:
 
     model = OnnxModel(onnx.load(str(fp32)))
     model.convert_float_to_float16(keep_io_types=True)
-    model.save_model_to_file(str(out))
+    model.topological_sort()
+    save_graph(model.model, out, external_bytes)

@@ -187,14 +187,16 @@ def choose_pooling(model: Any, architecture: str, base: str, requested: str) -> 
 class RewardModel(nn.Module):
     """(input_ids, attention_mask[, token_type_ids]) -> rewards of shape (batch,)."""
 
-    def __init__(self, model: Any, architecture: str, pooling: str = "cls") -> None:
+    def __init__(self, model: Any, architecture: str, pooling: str = "cls", label_index: int = 0) -> None:
         super().__init__()
         self.model = model
         self.architecture = architecture
-        self.pooling = "last" if architecture == "decoder" else pooling
+        # Decoders trained here read the last real token; imported ones may read where transformers does ("head").
+        self.pooling = "last" if architecture == "decoder" and pooling != "head" else pooling
+        self.label_index = label_index
         # RoBERTa-style configs have a single segment: their pair ids carry no usable token types.
         self.uses_token_types = architecture == "encoder" and getattr(model.config, "type_vocab_size", 0) >= 2
-        if architecture == "decoder" and not hasattr(model, "score"):
+        if architecture == "decoder" and self.pooling == "last" and not hasattr(model, "score"):
             raise ValueError(f"{type(model).__name__} has no `score` head to read rewards from")
 
     def forward(
@@ -203,11 +205,11 @@ class RewardModel(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if self.pooling == "cls":
+        if self.pooling in ("cls", "head"):  # the model's own forward and head, exactly as transformers runs it
             use_types = token_type_ids is not None and self.uses_token_types
             kwargs = {"token_type_ids": token_type_ids} if use_types else {}
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-            return out.logits[:, 0]
+            return out.logits[:, self.label_index]
         if self.pooling == "completion-mean":
             assert token_type_ids is not None, "completion-mean pooling needs token_type_ids"
             hidden = self.model.base_model(
@@ -223,6 +225,23 @@ class RewardModel(nn.Module):
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return self.model.score(pooled)[:, 0]
 
+    def describe(self) -> dict[str, Any]:
+        """BundleMeta.reward_head: the family, the pooling and where the reward is read, in words."""
+        pad_id = getattr(self.model.config, "pad_token_id", None)
+        read_at = {
+            "cls": "the classification head over the first token's state (transformers' forward)",
+            "completion-mean": "the classifier over the mean of the completion's token states",
+            "last": "the last real token (attention mask)",
+            "head": f"the rightmost token that is not the pad id {pad_id} (transformers' rule)",
+        }[self.pooling]
+        return {
+            "family": self.model.config.model_type,
+            "architecture": self.architecture,
+            "pooling": self.pooling,
+            "read_at": read_at,
+            "label_index": self.label_index,
+        }
+
     def fp32_copy(self, path: str | os.PathLike[str]) -> RewardModel:
         """A fresh fp32 copy read back from the checkpoint `save_backbone` wrote to `path`, in eval mode.
 
@@ -233,7 +252,7 @@ class RewardModel(nn.Module):
         from transformers import AutoModelForSequenceClassification
 
         model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
-        return RewardModel(model, self.architecture, self.pooling).eval()
+        return RewardModel(model, self.architecture, self.pooling, self.label_index).eval()
 
     def save_backbone(self, path: str | os.PathLike[str], tokenizer: Any) -> None:
         """Save the fine-tuned backbone as a plain transformers checkpoint (for users who want torch)."""

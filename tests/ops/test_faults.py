@@ -35,7 +35,7 @@ def test_startup_faults_exit_nonzero_with_one_line(tiny_bundle: Path, tmp_path: 
     incompatible = tmp_path / "incompatible"
     shutil.copytree(tiny_bundle, incompatible)
     meta = json.loads((incompatible / META_FILE).read_text())
-    (incompatible / META_FILE).write_text(json.dumps(meta | {"schema_version": 2}))
+    (incompatible / META_FILE).write_text(json.dumps(meta | {"schema_version": 99}))
     cases["incompatible"] = incompatible
     # Hashes that match but a graph ONNX Runtime refuses: the contract holds, the model does not.
     bad_graph_src = tmp_path / "bad-graph-src"
@@ -51,7 +51,7 @@ def test_startup_faults_exit_nonzero_with_one_line(tiny_bundle: Path, tmp_path: 
     expected = {
         "missing": "not a model bundle folder",
         "corrupt": "corrupt or was replaced",
-        "incompatible": "unknown schema_version 2",
+        "incompatible": "unknown schema_version 99",
         "bad-graph": "cannot be loaded",
         "drifted": "does not reproduce the exported scores",
     }

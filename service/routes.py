@@ -164,6 +164,7 @@ async def info(request: Request, pipeline: PipelineDep, settings: SettingsDep) -
         "provider": model.provider,
         "reference_check": model.reference.to_dict() if model.reference else None,
         "formatting": meta.formatting.kind,
+        "reward_head": meta.reward_head or None,  # family, pooling, where the reward is read (bundles from v2 on)
         "max_length": meta.formatting.max_length,
         "batching": {
             "max_batch_tokens": model.max_batch_tokens,

@@ -49,3 +49,79 @@ def test_exported_bundle_scores_as_transformers_does(
     assert head["family"] == family.replace("-", "_") or head["family"] == family
     kind = "pair" if family not in DECODERS else ("chat" if DECODERS[family][4] else "concat")
     assert bundle.meta.formatting.kind == kind and bundle.meta.reward_stats == {}
+
+
+def test_an_imported_decoder_serves_batch_invariant_and_says_how(minilm_path: str, tmp_path: Path) -> None:
+    from servers import make_client
+
+    source = make_reward_model(tmp_path / "hf", "llama", minilm_path)
+    assert main(["--model", str(source), "--out", str(tmp_path / "b"), "--precisions", "fp32"]) == 0
+    items = [{"prompt": p, "completion": c} for p, c in zip(PROMPTS, COMPLETIONS, strict=True)]
+    with make_client(tmp_path / "b", precision="fp32", max_wait_ms=50) as c:
+        together = c.post("/score", json={"items": items}).json()["scores"]
+        alone = [c.post("/score", json={"items": [it]}).json()["scores"][0] for it in items]
+        assert np.max(np.abs(np.array(together) - np.array(alone))) <= 1e-5
+        info = c.get("/info").json()
+        assert info["formatting"] == "chat" and info["reward_head"]["family"] == "llama"
+        assert "pad id" in info["reward_head"]["read_at"] and info["normalization"] is None
+        refused = c.post("/score", json={"items": items[:1], "normalize": True})
+        assert refused.status_code == 422 and "no reward statistics" in refused.json()["error"]
+
+
+def test_weights_over_the_limit_go_to_one_data_file_the_bundle_covers(
+    minilm_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models.bundle import BundleError
+
+    source = make_reward_model(tmp_path / "hf", "qwen2", minilm_path)
+    out = tmp_path / "big"
+    assert main(["--model", str(source), "--out", str(out), "--external-data-bytes", "1000"]) == 0
+    bundle = read_bundle(out)
+    assert {"model.onnx.data", "model.fp16.onnx.data"} <= set(bundle.meta.files)  # hashed like the graphs
+    import onnx
+
+    graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+    assert sum(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer) > 10
+    small = tmp_path / "small"
+    assert main(["--model", str(source), "--out", str(small)]) == 0
+    prompts, completions = PROMPTS, COMPLETIONS
+    big_scores = BundleScorer(bundle, "fp32", device="cpu").score(prompts, completions)
+    assert np.array_equal(
+        big_scores, BundleScorer(read_bundle(small), "fp32", device="cpu").score(prompts, completions)
+    )
+    with open(out / "model.onnx.data", "r+b") as f:
+        f.seek(64)
+        f.write(b"\x00" * 8)
+    with pytest.raises(BundleError, match=r"model\.onnx\.data: file is corrupt"):
+        read_bundle(out)
+
+
+def test_eval_data_gives_metrics_int8_and_normalisation(minilm_path: str, synthetic_data: Path, tmp_path: Path) -> None:
+    source = make_reward_model(tmp_path / "hf", "bert", minilm_path)
+    out = tmp_path / "b"
+    argv = ["--model", str(source), "--out", str(out), "--eval-data", str(synthetic_data), "--max-length", "64"]
+    assert main([*argv, "--precisions", "fp32,int8,fp16", "--min-int8-agreement", "0.5"]) == 0
+    meta = read_bundle(out).meta
+    assert set(meta.precisions) >= {"fp32", "int8"} and meta.eval_metrics["split"] == "eval_data"
+    assert meta.reward_stats["fp32"]["std"] > 0 and meta.eval_metrics["fp32"]["overall"]["n"] == 240
+
+
+def test_what_cannot_be_served_faithfully_is_refused(
+    minilm_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import transformers as tf
+
+    source = make_reward_model(tmp_path / "hf", "bert", minilm_path)
+    config = tf.AutoConfig.from_pretrained(source, id2label={0: "helpful", 1: "harmless"})
+    tf.AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "two")
+    tf.AutoTokenizer.from_pretrained(source).save_pretrained(tmp_path / "two")
+    assert main(["--model", str(tmp_path / "two"), "--out", str(tmp_path / "x")]) == 2
+    assert "2 labels (helpful, harmless); choose the reward with --label-index" in capsys.readouterr().err
+    assert main(["--model", str(tmp_path / "two"), "--out", str(tmp_path / "y"), "--label-index", "1"]) == 0
+    assert read_bundle(tmp_path / "y").meta.reward_head["label"] == "harmless"
+    config = (tmp_path / "two" / "config.json").read_text().replace("BertForSequenceClassification", "BertRewardHead")
+    (tmp_path / "two" / "config.json").write_text(config)
+    assert main(["--model", str(tmp_path / "two"), "--out", str(tmp_path / "z"), "--label-index", "1"]) == 2
+    assert "BertRewardHead is a custom reward head" in capsys.readouterr().err
+    assert main(["--model", str(source), "--out", str(tmp_path / "w"), "--precisions", "int8"]) == 1
+    assert "int8 needs evaluation pairs" in capsys.readouterr().err

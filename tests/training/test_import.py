@@ -125,3 +125,75 @@ def test_what_cannot_be_served_faithfully_is_refused(
     assert "BertRewardHead is a custom reward head" in capsys.readouterr().err
     assert main(["--model", str(source), "--out", str(tmp_path / "w"), "--precisions", "int8"]) == 1
     assert "int8 needs evaluation pairs" in capsys.readouterr().err
+
+
+def test_a_trl_trained_reward_model_round_trips(minilm_path: str, tmp_path: Path) -> None:
+    """The tutorial's way: TRL's RewardTrainer on {"question", "chosen", "rejected"} records, then export, serve."""
+    pytest.importorskip("trl", reason="trl is in the dev extra")
+    import json
+
+    import transformers as tf
+    from builders import synthetic_records
+    from datasets import Dataset
+    from servers import make_client
+    from trl import RewardConfig, RewardTrainer
+
+    from training.data import load_pairs
+
+    tutorial = [
+        {"question": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in synthetic_records(24)
+    ]
+    tutorial[0] = {"question": "Python中的列表是什么？", "chosen": "列表是有序、可变的序列。", "rejected": "一种东西。"}
+    (tmp_path / "prefs.json").write_text(json.dumps(tutorial, ensure_ascii=False), encoding="utf-8")
+    pairs = load_pairs([tmp_path / "prefs.json"])
+    rows = {
+        "prompt": [[{"role": "user", "content": p.prompt}] for p in pairs],
+        "chosen": [[{"role": "assistant", "content": p.chosen}] for p in pairs],
+        "rejected": [[{"role": "assistant", "content": p.rejected}] for p in pairs],
+    }
+    base = make_reward_model(tmp_path / "base", "qwen2", minilm_path)
+    args = RewardConfig(
+        output_dir=str(tmp_path / "trl"),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_strategy="no",
+    )
+    trainer = RewardTrainer(
+        model=str(base),
+        args=args,
+        train_dataset=Dataset.from_dict(rows),
+        processing_class=tf.AutoTokenizer.from_pretrained(base),
+    )
+    trainer.train()
+    trainer.save_model(str(tmp_path / "trained"))
+    trainer.processing_class.save_pretrained(str(tmp_path / "trained"))
+    assert main(["--model", str(tmp_path / "trained"), "--out", str(tmp_path / "b"), "--precisions", "fp32"]) == 0
+
+    model = tf.AutoModelForSequenceClassification.from_pretrained(tmp_path / "trained").eval()
+    tokenizer = tf.AutoTokenizer.from_pretrained(tmp_path / "trained")
+    items = [
+        {"prompt": r["prompt"], "completion": r["chosen"]}
+        for r in ({"prompt": rows["prompt"][i], "chosen": rows["chosen"][i]} for i in range(4))
+    ]
+    import torch
+
+    with torch.no_grad():
+        trl_scores = [
+            float(
+                model(
+                    **tokenizer.apply_chat_template(
+                        it["prompt"] + it["completion"], tokenize=True, return_dict=True, return_tensors="pt"
+                    )
+                ).logits[0, 0]
+            )
+            for it in items
+        ]
+    with make_client(tmp_path / "b", precision="fp32") as c:
+        served = c.post("/score", json={"items": items}).json()["scores"]
+    assert served == pytest.approx(trl_scores, abs=1e-4)
+    assert len(set(np.round(served, 4))) > 1  # trained: not a constant

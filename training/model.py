@@ -207,7 +207,9 @@ class RewardModel(nn.Module):
     ) -> torch.Tensor:
         if self.pooling in ("cls", "head"):  # the model's own forward and head, exactly as transformers runs it
             use_types = token_type_ids is not None and self.uses_token_types
-            kwargs = {"token_type_ids": token_type_ids} if use_types else {}
+            kwargs: dict[str, Any] = {"token_type_ids": token_type_ids} if use_types else {}
+            if self.architecture == "decoder":
+                kwargs["use_cache"] = False  # one forward pass: no key/value cache to build (or trace)
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             return out.logits[:, self.label_index]
         if self.pooling == "completion-mean":

@@ -69,7 +69,7 @@ def test_get_reward_speaks_openrlhf(client: TestClient) -> None:
         "/score", json={"items": [{"prompt": prompt, "completion": good}, {"prompt": prompt, "completion": bad}]}
     ).json()
     assert with_prompts["rewards"] == with_prompts["scores"] == direct["scores"]
-    assert with_prompts["extra_logs"] == {}
+    assert with_prompts["extra_logs"] == {"raw_reward": direct["scores"], "truncated": [0.0, 0.0]}
     transcript = "\n\nHuman: hi\n\nAssistant: hello"
     split = client.post("/get_reward", json={"query": [transcript]}).json()["rewards"]
     pair = client.post("/score", json={"items": [{"prompt": "\n\nHuman: hi\n\nAssistant:", "completion": " hello"}]})

@@ -101,8 +101,9 @@ class Sampler:
     def _input_ids(self, prompt: str) -> Any:
         tok = self.tokenizer
         if getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                           add_generation_prompt=True)
+            text = tok.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
             ids = tok(text, add_special_tokens=False)["input_ids"]
         else:
             ids = tok(prompt)["input_ids"]
@@ -117,8 +118,13 @@ class Sampler:
             self.torch.manual_seed(prompt_seed(args.seed, prompt, attempt))
             with self.torch.no_grad():
                 out = self.model.generate(
-                    ids, attention_mask=self.torch.ones_like(ids), do_sample=True, temperature=args.temperature,
-                    top_p=args.top_p, max_new_tokens=args.max_new_tokens, num_return_sequences=args.n,
+                    ids,
+                    attention_mask=self.torch.ones_like(ids),
+                    do_sample=True,
+                    temperature=args.temperature,
+                    top_p=args.top_p,
+                    max_new_tokens=args.max_new_tokens,
+                    num_return_sequences=args.n,
                     pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
                 )
             for row in out[:, ids.shape[1] :]:
@@ -154,8 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prompts = read_prompts(args.prompts)
         done = resume(args.out)
         todo = [p for p in prompts if p not in done]
-        log.info("%d prompts, %d already in %s, %d to generate", len(prompts), len(prompts) - len(todo), args.out,
-                 len(todo))
+        log.info(
+            "%d prompts, %d already in %s, %d to generate", len(prompts), len(prompts) - len(todo), args.out, len(todo)
+        )
         if not todo:
             return 0
         if args.threads:

@@ -21,9 +21,17 @@ def test_krippendorff_alpha_matches_the_published_nominal_example() -> None:
 
 def test_agreement_figures_and_leave_one_out_annotator_agreement() -> None:
     votes = group_votes(
-        [(1, "ann", "first"), (1, "bob", "first"), (1, "eve", "second"),
-         (2, "ann", "second"), (2, "bob", "second"), (2, "eve", "first"),
-         (3, "ann", "tie"), (3, "bob", "tie"), (4, "ann", "first")]
+        [
+            (1, "ann", "first"),
+            (1, "bob", "first"),
+            (1, "eve", "second"),
+            (2, "ann", "second"),
+            (2, "bob", "second"),
+            (2, "eve", "first"),
+            (3, "ann", "tie"),
+            (3, "bob", "tie"),
+            (4, "ann", "first"),
+        ]
     )
     # item 1: 1 agreeing pair of 3; item 2 likewise; item 3 all agree; item 4 has one vote and is not counted.
     assert percent_agreement(votes) == pytest.approx((1 / 3 + 1 / 3 + 1) / 3)

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CLI
+from labelling import CLI
 
 from collect.candidates import CandidateError, load_candidates
 

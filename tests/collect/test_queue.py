@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import candidates, ids_of, make_db, make_queue
+from labelling import candidates, ids_of, make_db, make_queue
 
 from collect.db import connect
 from collect.queue import QueueError

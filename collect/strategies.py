@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import httpx
+
 from service.client import RewardClient, RewardServiceError
 
 log = logging.getLogger("collect.strategies")
@@ -62,7 +64,10 @@ class ModelScores:
                 (model, *prompts),
             ).fetchall()
             return {int(r[0]): float(r[1]) for r in found}
-        except (RewardServiceError, KeyError, ValueError) as e:
+        except httpx.TransportError as e:
+            self._failed_at = time.monotonic()
+            raise ScoresUnavailable(f"cannot reach the reward service at {self.url}: {e}") from None
+        except (RewardServiceError, httpx.HTTPError, KeyError, ValueError) as e:
             self._failed_at = time.monotonic()
             raise ScoresUnavailable(f"reward service at {self.url}: {e}") from None
         finally:

@@ -27,8 +27,8 @@ def read_prompts(path: Path) -> list[str]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise CandidateError(f"{path}:{line}: not valid UTF-8") from None
+        where = raw[: e.start].count(b"\n") + 1
+        raise CandidateError(f"{path}:{where}: not valid UTF-8") from None
     found: dict[str, None] = {}
     if path.suffix == ".txt":
         for line in text.splitlines():
@@ -128,7 +128,7 @@ class Sampler:
                     pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
                 )
             for row in out[:, ids.shape[1] :]:
-                text = tok.decode(row, skip_special_tokens=True).strip()
+                text = str(tok.decode(row, skip_special_tokens=True)).strip()
                 if text and text not in found and len(found) < args.n:
                     found.append(text)
             if len(found) == args.n:

@@ -168,6 +168,10 @@ def create_app(config: AppConfig) -> FastAPI:
         finally:
             conn.close()
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)  # browsers ask for it; an empty answer keeps their consoles clean
+
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}

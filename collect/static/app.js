@@ -125,6 +125,8 @@ async function login() {
     return;
   }
   sessionStorage.setItem("collect-token", token);
+  $("token").value = "";
+  $("token").blur(); // the keys now answer pairs instead of typing into a hidden box
   $("login").hidden = true;
   $("work").hidden = false;
   say("");

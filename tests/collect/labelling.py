@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from builders import CHAT_TEMPLATE, _bpe_tokenizer
 
 from collect.candidates import Candidates
@@ -85,3 +88,19 @@ def ids_of(path: Path) -> dict[str, int]:
         return {r["name"]: r["id"] for r in conn.execute("SELECT id, name FROM annotators")}
     finally:
         conn.close()
+
+
+def start_server(db: Path, port: int, per_item: int, *extra: str) -> subprocess.Popen[str]:
+    """`python -m collect serve` on a loopback port (admin token "admin"), once it answers /healthz."""
+    cmd = [*CLI, "serve", "--db", str(db), "--port", str(port), "--annotations-per-item", str(per_item)]
+    cmd += ["--admin-token", "admin", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise TimeoutError(f"collect serve did not start: {proc.communicate()[0]}")

@@ -4,43 +4,17 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import httpx
-from labelling import CLI, candidates, make_db
+from labelling import candidates, make_db, start_server
 from servers import free_port
 
 from collect.db import connect
 
 ANNOTATORS = 6
-
-
-def start_server(db: Path, port: int, per_item: int) -> subprocess.Popen[str]:
-    cmd = [
-        *CLI,
-        "serve",
-        "--db",
-        str(db),
-        "--port",
-        str(port),
-        "--annotations-per-item",
-        str(per_item),
-        "--admin-token",
-        "admin",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise TimeoutError(f"collect serve did not start: {proc.communicate()[0]}")
 
 
 def test_sigkill_mid_burst_loses_no_acknowledged_answer(tmp_path: Path) -> None:

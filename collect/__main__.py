@@ -134,6 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 conn.close()
         elif args.command == "export":
+            for out in (args.out, args.report):
+                if out is not None and not out.parent.is_dir():
+                    raise ExportError(f"{out.parent}: no such folder")
+            if not args.db.is_file():
+                raise StoreError(f"{args.db}: no such database")
             conn = open_db(args.db)
             try:
                 text, report = export(conn, args.format, args.keep_ties, args.min_votes)
@@ -147,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(brief, ensure_ascii=False, indent=2))
     except (CandidateError, StoreError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an output folder that does not exist, a read-only disk
+        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
     return 0
 

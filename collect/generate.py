@@ -157,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: need --n >= 2, --temperature > 0, 0 < --top-p <= 1, --max-new-tokens >= 1", file=sys.stderr)
         return 2
     try:
+        if not args.out.parent.is_dir():
+            raise CandidateError(f"{args.out.parent}: no such folder for --out")
         prompts = read_prompts(args.prompts)
         done = resume(args.out)
         todo = [p for p in prompts if p not in done]

@@ -131,3 +131,31 @@ def test_chinese_tutorial_records_round_trip_byte_for_byte(tmp_path: Path) -> No
 @pytest.mark.skipif(not (SHARED_DATA / "tutorial_example.json").exists(), reason="shared preference data absent")
 def test_the_tutorials_own_example_round_trips_byte_for_byte(tmp_path: Path) -> None:
     tutorial_roundtrip(tmp_path, SHARED_DATA / "tutorial_example.json")
+
+
+def test_cli_refusals_are_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 100)
+    cases = [
+        (["export", "--db", str(tmp_path / "none.sqlite"), "--out", str(tmp_path / "p.json")], "no such database"),
+        (["export", "--db", str(junk), "--out", str(tmp_path / "no" / "p.json")], "no such folder"),
+        (["export", "--db", str(junk), "--out", str(tmp_path / "p.json")], "not a usable SQLite database"),
+        (["add-annotator", "  ", "--db", str(tmp_path / "l.sqlite")], "annotator name must be"),  # creates l.sqlite
+        (
+            [
+                "export",
+                "--db",
+                str(tmp_path / "l.sqlite"),
+                "--out",
+                str(tmp_path / "p.json"),
+                "--format",
+                "trl",
+                "--keep-ties",
+            ],
+            "needs --format ranked",
+        ),
+    ]
+    for argv, message in cases:
+        result = subprocess.run([*CLI, *argv], capture_output=True, text=True)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr

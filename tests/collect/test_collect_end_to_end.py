@@ -69,7 +69,7 @@ def test_generate_annotate_export_fit_reload(
     assert report["pairs_decided"] >= 40 and report["krippendorff_alpha"] is not None
 
     bundle = tmp_path / "bundle"
-    fit = tiny_fit_argv(tiny_bert, prefs, bundle, epochs=2, int8=False, fp16=False, threads=1)
+    fit = tiny_fit_argv(tiny_bert, prefs, bundle, epochs=1, max_length=32, int8=False, fp16=False, threads=1)
     result = subprocess.run([sys.executable, "-m", "training.fit", *fit], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
 

@@ -35,7 +35,7 @@ test: install
 
 lint: install
 	$(PY) -m ruff check .
-	$(PY) -m mypy models training service bench
+	$(PY) -m mypy models training service bench collect
 
 # Full benchmark (not in CI; minutes): docs/bench.{json,md,png}. Needs a bundle; see docs/benchmarks.md.
 bench: install

@@ -192,9 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         offline += torch_offline(
             torch_model, bundle, prompts, completions, args.batch_sizes, args.threads, args.repeats
         )
-        offline += cross_encoder_offline(
-            torch_model, bundle, prompts, completions, args.batch_sizes, args.threads, args.repeats
-        )
+        if bundle.meta.architecture == "encoder":  # sentence-transformers' CrossEncoder scores text pairs only
+            offline += cross_encoder_offline(
+                torch_model, bundle, prompts, completions, args.batch_sizes, args.threads, args.repeats
+            )
     for row in offline:
         print(f"  offline {row['runtime']:>18} batch {row['batch']:>3}: {row['pairs_per_s']:7.1f} pairs/s", flush=True)
     result["offline"] = offline

@@ -15,6 +15,6 @@ def test_ruff() -> None:
 
 
 def test_mypy() -> None:
-    cmd = [sys.executable, "-m", "mypy", "models", "training", "service", "bench"]
+    cmd = [sys.executable, "-m", "mypy", "models", "training", "service", "bench", "collect"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,1 @@
+"""Preference collection: generate candidates, collect human comparisons in a browser, export training files."""

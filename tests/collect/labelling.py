@@ -1,0 +1,106 @@
+"""Helpers for the collect tests: tiny causal LMs, labels databases with annotators, the CLI, the shared data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from builders import CHAT_TEMPLATE, _bpe_tokenizer
+
+from collect.candidates import Candidates
+from collect.db import add_annotator, connect, import_candidates, open_db
+from collect.queue import Queue
+
+CLI = [sys.executable, "-m", "collect"]
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "preferences"
+
+
+def make_tiny_lm(path: Path, family: str) -> Path:
+    """A randomly initialised 2-layer causal LM with a real BPE tokenizer: `gpt2` (no chat template) or `llama`."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=_bpe_tokenizer(add_bos=family == "gpt2"), bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    torch.manual_seed(0)
+    model: Any
+    if family == "gpt2":
+        model = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=len(tok),
+                n_embd=32,
+                n_layer=2,
+                n_head=2,
+                n_positions=128,
+                bos_token_id=tok.bos_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        )
+    else:
+        tok.chat_template = CHAT_TEMPLATE
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=len(tok),
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=128,
+                bos_token_id=tok.bos_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        )
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def candidates(prompts: int, per_prompt: int) -> Candidates:
+    found = Candidates()
+    for p in range(prompts):
+        found.add(f"prompt {p}", [f"answer {p}.{c}" for c in range(per_prompt)])
+    return found
+
+
+def make_db(path: Path, found: Candidates, annotators: list[str]) -> dict[str, str]:
+    """A labels database holding `found`, and a token per annotator name."""
+    conn = open_db(path)
+    try:
+        import_candidates(conn, found)
+        return {name: add_annotator(conn, name) for name in annotators}
+    finally:
+        conn.close()
+
+
+def make_queue(path: Path, per_item: int, lease_seconds: float = 600.0) -> Queue:
+    return Queue(lambda: connect(path), per_item, lease_seconds)
+
+
+def ids_of(path: Path) -> dict[str, int]:
+    conn = connect(path)
+    try:
+        return {r["name"]: r["id"] for r in conn.execute("SELECT id, name FROM annotators")}
+    finally:
+        conn.close()
+
+
+def start_server(db: Path, port: int, per_item: int, *extra: str) -> subprocess.Popen[str]:
+    """`python -m collect serve` on a loopback port (admin token "admin"), once it answers /healthz."""
+    cmd = [*CLI, "serve", "--db", str(db), "--port", str(port), "--annotations-per-item", str(per_item)]
+    cmd += ["--admin-token", "admin", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise TimeoutError(f"collect serve did not start: {proc.communicate()[0]}")

@@ -30,7 +30,7 @@ from .offline import (
     torch_offline,
 )
 from .queue import queue_scaling_alone
-from .servers import Server, free_port, service
+from .servers import Server, ServiceServer, free_port
 
 
 def measure_servers(
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for precision in server_precisions:
             env = {"RM_INTRA_OP_THREADS": str(args.threads), "RM_PRECISION": precision, "RM_LOG_LEVEL": "warning"}
-            running[("service", precision)] = service(args.bundle, env=env, capture=False).wait_ready()
+            running[("service", precision)] = ServiceServer(args.bundle, env=env, capture=False).wait_ready()
             rows = [r for r in offline if r["runtime"] == f"ORT {precision}"]
             batch = max(rows, key=lambda r: r["pairs_per_s"])["batch"] if rows else 4
             ceilings[("service", precision)] = ceiling_pass(bundle, precision, encoded, batch, args)

@@ -57,10 +57,12 @@ class Server:
                 self.proc.kill()
 
 
-def service(
-    bundle: str | os.PathLike[str], *args: str, env: dict[str, str] | None = None, capture: bool = True
-) -> Server:
-    """`python -m service --model-dir BUNDLE --port P ARGS…` started (not yet waited on)."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "service", "--model-dir", os.fspath(Path(bundle)), "--port", str(port), *args]
-    return Server(cmd, port, env, capture)
+class ServiceServer(Server):
+    """`python -m service --model-dir BUNDLE --port P ARGS…` on a free port, started (not yet waited on)."""
+
+    def __init__(
+        self, bundle: str | os.PathLike[str], *args: str, env: dict[str, str] | None = None, capture: bool = True
+    ) -> None:
+        port = free_port()
+        cmd = [sys.executable, "-m", "service", "--model-dir", os.fspath(Path(bundle)), "--port", str(port), *args]
+        super().__init__(cmd, port, env, capture)

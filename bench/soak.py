@@ -25,7 +25,7 @@ from models.bundle import read_bundle
 from models.runtime import BundleScorer
 
 from . import data
-from .servers import service
+from .servers import ServiceServer
 
 INVALID = [
     (b"{not json", 422),
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "RM_LOG_LEVEL": "warning",
         "RM_INTRA_OP_THREADS": str(min(2, os.cpu_count() or 2)),
     }
-    server = service(args.bundle, env=env, capture=False).wait_ready()
+    server = ServiceServer(args.bundle, env=env, capture=False).wait_ready()
     try:
         result = asyncio.run(
             soak(server.url, server.proc.pid, prompts, completions, expected, args.seconds, args.clients, args.warmup)

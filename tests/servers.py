@@ -1,5 +1,5 @@
 """Helpers to run the real app: in-process with its lifespan (TestClient), or as `python -m service` on loopback
-(bench.servers, the launcher the benchmarks use too)."""
+(LiveServer: bench.servers' launcher, the one the benchmarks use too; call wait_ready())."""
 
 from __future__ import annotations
 
@@ -8,16 +8,14 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from bench.servers import Server, service
+from bench.servers import ServiceServer as LiveServer
+from bench.servers import free_port
 from service.app import create_app
 from service.settings import Settings
+
+__all__ = ["LiveServer", "free_port", "make_client"]
 
 
 def make_client(bundle: Path, **overrides: Any) -> TestClient:
     settings = Settings(model_dir=bundle, **overrides)
     return TestClient(create_app(settings), raise_server_exceptions=False)
-
-
-def LiveServer(bundle: Path, *args: str, env: dict[str, str] | None = None) -> Server:
-    """`python -m service` on a free port with its output kept (a failed start says why); call wait_ready()."""
-    return service(bundle, *args, env=env)

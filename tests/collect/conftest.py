@@ -22,7 +22,7 @@ def tiny_llama_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def reward_service(tiny_bundle: Path) -> Iterator[LiveServer]:
-    server = LiveServer(tiny_bundle, "--precision", "fp32", "--intra-op-threads", "1")
+    server = LiveServer(tiny_bundle, "--precision", "fp32", "--intra-op-threads", "1", "--admin-api-key", "reload-key")
     try:
         server.wait_ready()
         yield server

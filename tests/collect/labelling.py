@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from builders import CHAT_TEMPLATE, _bpe_tokenizer
+from builders import CHAT_TEMPLATE, bpe_tokenizer
 
 from collect.candidates import Candidates
 from collect.db import add_annotator, connect, import_candidates, open_db
@@ -25,7 +25,7 @@ def make_tiny_lm(path: Path, family: str) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=_bpe_tokenizer(add_bos=family == "gpt2"), bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+        tokenizer_object=bpe_tokenizer(add_bos=family == "gpt2"), bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
     torch.manual_seed(0)
     model: Any

@@ -16,6 +16,8 @@ from servers import LiveServer, free_port
 from collect.generate import main as generate
 from models.bundle import read_bundle
 
+ADMIN = {"Authorization": "Bearer reload-key"}  # the reward service's admin key (tests/collect/conftest.py)
+
 
 def annotate(url: str, token: str, rule: str, seed: int) -> int:
     """A scripted annotator: `longer` prefers the longer answer (a consistent human), `random` clicks anything."""
@@ -75,10 +77,14 @@ def test_generate_annotate_export_fit_reload(
 
     new_id = read_bundle(bundle).meta.model_id
     try:
-        reload = httpx.post(reward_service.url + "/admin/reload", json={"model_dir": str(bundle)}, timeout=120)
+        reload = httpx.post(
+            reward_service.url + "/admin/reload", json={"model_dir": str(bundle)}, headers=ADMIN, timeout=120
+        )
         assert reload.status_code == 200, reload.text
         assert httpx.get(reward_service.url + "/info").json()["model_id"] == new_id
         compared = httpx.post(reward_service.url + "/compare", json={"prompt": "p", "completions": ["a", "bb"]})
         assert compared.status_code == 200
     finally:  # the service is shared by the session: give it its own bundle back
-        httpx.post(reward_service.url + "/admin/reload", json={"model_dir": str(tiny_bundle)}, timeout=120)
+        httpx.post(
+            reward_service.url + "/admin/reload", json={"model_dir": str(tiny_bundle)}, headers=ADMIN, timeout=120
+        )

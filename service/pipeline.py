@@ -59,6 +59,7 @@ class ScoreResult:
     raw: np.ndarray  # float32 rewards in request order
     truncated: int
     model: ServedModel
+    tokens: int = 0  # model input tokens of all pairs, a repeat counted each time (vLLM's usage.prompt_tokens)
 
     def values(self, normalize: bool) -> list[float]:
         if not normalize:
@@ -185,12 +186,13 @@ class Pipeline:
             scores = await room.scores(encoded)
         raw = np.asarray(scores, dtype=np.float32)[index]
         truncated = sum(encoded[i].truncated for i in index)
+        tokens = sum(len(encoded[i]) for i in index)
         self.metrics.pairs.inc(len(raw))
         if truncated:
             self.metrics.truncated.inc(truncated)
         for value in raw.tolist():
             self.metrics.scores.observe(value)
-        return ScoreResult(raw, truncated, model)
+        return ScoreResult(raw, truncated, model, tokens)
 
     async def load(self, model_dir: str, opened: Served | None = None) -> ServedModel:
         """Open (unless `opened` already is), validate and warm a bundle beside the live one, then swap it in.

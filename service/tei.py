@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictBool, Tag, WithJsonSchema
@@ -13,7 +13,7 @@ from . import errors, routes, vllm
 from .deps import AcceptingPipeline, ApiKey
 from .errors import Dialect, Empty, InvalidInput
 from .openrlhf import split_query
-from .pipeline import Pipeline, ScoreResult
+from .pipeline import Pipeline
 from .schemas import Utf8Str
 
 LABEL = "LABEL_0"  # what a one-label Hugging Face config's id2label names its label
@@ -79,15 +79,15 @@ class PredictRequest(TeiRequest):
     def batch(self) -> bool:
         return isinstance(self.inputs, list) and isinstance(self.inputs[0], list)
 
-    def _sequences(self) -> list[str | list[str]]:
-        return list(self.inputs) if self.batch else [self.inputs]  # type: ignore[list-item]
+    def _sequences(self) -> list[list[str]]:
+        """Each input as [text] or [prompt, completion]."""
+        if isinstance(self.inputs, str):
+            return [[self.inputs]]
+        return cast(list[list[str]], self.inputs) if self.batch else [cast(list[str], self.inputs)]
 
     def texts(self) -> list[tuple[str, Text]]:
-        named: list[tuple[str, Text]] = []
-        for i, s in enumerate(self._sequences()):
-            name = f"inputs.{i}" if self.batch else "inputs"
-            named += [(name, s)] if isinstance(s, str) else [(f"{name}.{j}", t) for j, t in enumerate(s)]
-        return named
+        names = [f"inputs.{i}" for i in range(len(self._sequences()))] if self.batch else ["inputs"]
+        return [(f"{name}.{j}", t) for name, s in zip(names, self._sequences(), strict=True) for j, t in enumerate(s)]
 
     def pairs(self) -> tuple[list[Text], list[Text]]:
         """A text is split at its last assistant turn (else it is the completion of an empty prompt); a pair
@@ -95,10 +95,9 @@ class PredictRequest(TeiRequest):
         prompts: list[Text] = []
         completions: list[Text] = []
         for s in self._sequences():
-            texts = [s] if isinstance(s, str) else s
-            if not any(texts):
+            if not any(s):
                 raise Empty("Input validation error: `inputs` cannot be empty")
-            prompt, completion = split_query(texts[0], None) if len(texts) == 1 else (texts[0], texts[1])
+            prompt, completion = split_query(s[0], None) if len(s) == 1 else (s[0], s[1])
             prompts.append(prompt)
             completions.append(completion)
         return prompts, completions
@@ -174,12 +173,13 @@ RerankBody = Annotated[
 ]
 
 
-async def _scored(body: TeiRequest, request: Request, pipeline: Pipeline) -> tuple[ScoreResult, list[float]]:
+async def _scores(body: TeiRequest, request: Request, pipeline: Pipeline) -> list[float]:
+    """Score as TEI would: an input over the max length is cut unless truncate is false; σ unless raw_scores."""
     result = await routes.run_scoring(request, pipeline, body)
     if body.truncate is False and result.truncated:
         limit = result.model.bundle.meta.formatting.max_length
         raise InvalidInput(f"Input validation error: `inputs` must have less than {limit} tokens")
-    return result, vllm.activated(result.raw, not body.raw_scores)
+    return vllm.activated(result.raw, not body.raw_scores)
 
 
 router = APIRouter()
@@ -195,7 +195,7 @@ async def predict(body: PredictRequest, request: Request, pipeline: AcceptingPip
     a pair [prompt, completion], or a batch [[text] or [prompt, completion], ...]; a single input gets a list of
     {score, label}, a batch a list of those lists. Scores are σ(reward) unless `raw_scores` is true, which gives the
     raw reward our /score returns (TEI's default for one label). Errors are TEI's {error, error_type}."""
-    _, scores = await _scored(body, request, pipeline)
+    scores = await _scores(body, request, pipeline)
     predictions = [[{"score": s, "label": LABEL}] for s in scores]
     return routes.json_response(predictions if body.batch else predictions[0])
 
@@ -215,7 +215,7 @@ async def rerank(body: Annotated[RerankBody, Body()], request: Request, pipeline
     {error, error_type}."""
     if isinstance(body, vllm.VllmRerankRequest):
         return await vllm.rerank(body, request, pipeline)
-    _, scores = await _scored(body, request, pipeline)
+    scores = await _scores(body, request, pipeline)
     order = sorted(range(len(scores)), key=scores.__getitem__)[::-1]  # as TEI: ascending, reversed (ties: last first)
     texts = body.candidates if body.return_text else None
     return routes.json_response(

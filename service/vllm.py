@@ -151,6 +151,7 @@ class _Pairs(VllmRequest):
 
 
 class ScoreQueriesDocumentsRequest(_Pairs):
+    tag: ClassVar[str] = "<queries+documents>"
     foreign: ClassVar[tuple[str, ...]] = ("items", "data_1", "data_2", "text_1", "text_2")
     sides: ClassVar[tuple[str, str]] = ("queries", "documents")
     queries: Side
@@ -158,6 +159,7 @@ class ScoreQueriesDocumentsRequest(_Pairs):
 
 
 class ScoreQueriesItemsRequest(_Pairs):
+    tag: ClassVar[str] = "<queries+items>"
     foreign: ClassVar[tuple[str, ...]] = ("documents", "data_1", "data_2", "text_1", "text_2")
     sides: ClassVar[tuple[str, str]] = ("queries", "items")
     queries: Side
@@ -165,6 +167,7 @@ class ScoreQueriesItemsRequest(_Pairs):
 
 
 class ScoreDataRequest(_Pairs):
+    tag: ClassVar[str] = "<data_1+data_2>"
     foreign: ClassVar[tuple[str, ...]] = ("queries", "documents", "items", "text_1", "text_2")
     sides: ClassVar[tuple[str, str]] = ("data_1", "data_2")
     data_1: Side
@@ -172,6 +175,7 @@ class ScoreDataRequest(_Pairs):
 
 
 class ScoreTextRequest(_Pairs):
+    tag: ClassVar[str] = "<text_1+text_2>"
     foreign: ClassVar[tuple[str, ...]] = ("queries", "documents", "items", "data_1", "data_2")
     sides: ClassVar[tuple[str, str]] = ("text_1", "text_2")
     text_1: Side
@@ -266,11 +270,11 @@ class PoolingChatRequest(_Pooling):
         return [prompt], [[{"role": "assistant", "content": last.text()}]]
 
 
-def _shape(value: Any) -> str:
-    """The tag of a vLLM /score body's shape (the shape refuses the others' keys)."""
-    if isinstance(value, BaseModel):
-        return value.tag if isinstance(value, VllmRequest) else "<ours>"
-    keys = value.keys() if isinstance(value, dict) else set()
+def _score_shape(body: Any) -> str:
+    """The tag of a vLLM /score body's shape (each shape refuses the others' keys)."""
+    if isinstance(body, VllmRequest):
+        return body.tag
+    keys = body.keys() if isinstance(body, dict) else set()
     if "text_1" in keys or "text_2" in keys:
         return "<text_1+text_2>"
     if "data_1" in keys or "data_2" in keys:
@@ -279,11 +283,11 @@ def _shape(value: Any) -> str:
 
 
 VllmScoreRequest = Annotated[
-    Annotated[ScoreQueriesDocumentsRequest, Tag("<queries+documents>")]
-    | Annotated[ScoreQueriesItemsRequest, Tag("<queries+items>")]
-    | Annotated[ScoreDataRequest, Tag("<data_1+data_2>")]
-    | Annotated[ScoreTextRequest, Tag("<text_1+text_2>")],
-    Discriminator(_shape),
+    Annotated[ScoreQueriesDocumentsRequest, Tag(ScoreQueriesDocumentsRequest.tag)]
+    | Annotated[ScoreQueriesItemsRequest, Tag(ScoreQueriesItemsRequest.tag)]
+    | Annotated[ScoreDataRequest, Tag(ScoreDataRequest.tag)]
+    | Annotated[ScoreTextRequest, Tag(ScoreTextRequest.tag)],
+    Discriminator(_score_shape),
 ]
 _SCORE_KEYS = frozenset({"queries", "documents", "data_1", "data_2", "text_1", "text_2"})
 
@@ -298,18 +302,20 @@ def score_dialect(body: Any) -> Dialect:
 
 ScoreBody = Annotated[
     Annotated[ScoreRequest, Tag("<ours>")] | Annotated[VllmScoreRequest, Tag("<vllm>")],
-    Discriminator(lambda body: f"<{score_dialect(body)}>"),
+    Discriminator(lambda body: f"<{score_dialect(body)}>"),  # the tags name the dialects
 ]
 
 
 def _pooling_shape(body: Any) -> str:
+    """/pooling: a body with `messages` is a conversation, else texts (`input`)."""
     if isinstance(body, VllmRequest):
         return body.tag
     return "<messages>" if isinstance(body, dict) and "messages" in body else "<input>"
 
 
 PoolingRequest = Annotated[
-    Annotated[PoolingCompletionRequest, Tag("<input>")] | Annotated[PoolingChatRequest, Tag("<messages>")],
+    Annotated[PoolingCompletionRequest, Tag(PoolingCompletionRequest.tag)]
+    | Annotated[PoolingChatRequest, Tag(PoolingChatRequest.tag)],
     Discriminator(_pooling_shape),
 ]
 

@@ -12,7 +12,6 @@ from models.formatting import Text
 from . import errors, routes, vllm
 from .deps import AcceptingPipeline, ApiKey
 from .errors import Dialect, Empty, InvalidInput
-from .openrlhf import split_query
 from .pipeline import Pipeline
 from .schemas import Utf8Str
 
@@ -97,7 +96,7 @@ class PredictRequest(TeiRequest):
         for s in self._sequences():
             if not any(s):
                 raise Empty("Input validation error: `inputs` cannot be empty")
-            prompt, completion = split_query(s[0], None) if len(s) == 1 else (s[0], s[1])
+            prompt, completion = vllm.split_text(s[0]) if len(s) == 1 else (s[0], s[1])
             prompts.append(prompt)
             completions.append(completion)
         return prompts, completions

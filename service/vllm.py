@@ -84,6 +84,12 @@ def _text_parts_only(value: Any) -> Any:
 Side = Annotated[Utf8Str | list[Utf8Str], BeforeValidator(_text_only)]
 
 
+def split_text(text: str) -> tuple[Text, Text]:
+    """One whole text as (prompt, completion), as /get_reward splits a query sent without its prompt: an hh-style
+    transcript at its last assistant turn, anything else as the completion of an empty prompt."""
+    return split_query(text, None)
+
+
 class VllmRequest(OneShape):
     """What every vLLM pooling request has. Unknown fields are ignored, as vLLM does."""
 
@@ -229,7 +235,7 @@ class PoolingCompletionRequest(_Pooling):
         return named
 
     def pairs(self) -> tuple[list[Text], list[Text]]:
-        split = [split_query(t, None) for t in self._inputs()]
+        split = [split_text(t) for t in self._inputs()]
         return [p for p, _ in split], [c for _, c in split]
 
 

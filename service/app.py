@@ -20,14 +20,8 @@ from .pipeline import Pipeline
 from .settings import Settings
 
 log = logging.getLogger("service.app")
-ENDPOINTS = {"/score", "/compare", "/get_reward", "/healthz", "/readyz", "/info", "/metrics", "/admin/reload"} | {
-    "/pooling",
-    "/v1/score",
-    "/rerank",
-    "/v1/rerank",
-    "/v2/rerank",
-    "/predict",  # vLLM's and TEI's
-}
+ENDPOINTS = {"/score", "/compare", "/get_reward", "/healthz", "/readyz", "/info", "/metrics", "/admin/reload"}
+ENDPOINTS |= {"/pooling", "/v1/score", "/rerank", "/v1/rerank", "/v2/rerank", "/predict"}  # vLLM's and TEI's
 
 
 def service_version() -> str:

@@ -9,12 +9,11 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.serving import Served
 
-from . import errors, routes
+from . import errors, routes, tei, vllm
 from .lifecycle import Lifecycle
 from .metrics import Metrics
 from .pipeline import Pipeline
@@ -22,6 +21,7 @@ from .settings import Settings
 
 log = logging.getLogger("service.app")
 ENDPOINTS = {"/score", "/compare", "/get_reward", "/healthz", "/readyz", "/info", "/metrics", "/admin/reload"}
+ENDPOINTS |= {"/pooling", "/v1/score", "/rerank", "/v1/rerank", "/v2/rerank", "/predict"}  # vLLM's and TEI's
 
 
 def service_version() -> str:
@@ -45,7 +45,9 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             message = f"request body of {int(declared)} bytes is over the limit of {self.max_bytes}"
-            await JSONResponse(errors.error_body(message, "too_large"), 413)(scope, receive, send)
+            await errors.error_response(errors.path_dialect(scope["path"]), 413, "too_large", message)(
+                scope, receive, send
+            )
             return
         received = 0
 
@@ -120,6 +122,8 @@ def create_app(settings: Settings, opened: Served | None = None) -> FastAPI:
     app.state.lifecycle = lifecycle
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(vllm.router)
+    app.include_router(tei.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

@@ -59,6 +59,7 @@ class ScoreResult:
     raw: np.ndarray  # float32 rewards in request order
     truncated_mask: np.ndarray  # bool per pair: cut to the model's max length
     model: ServedModel
+    tokens: int = 0  # model input tokens of all pairs, a repeat counted each time (vLLM's usage.prompt_tokens)
 
     @property
     def truncated(self) -> int:
@@ -202,12 +203,13 @@ class Pipeline:
             scores = await room.scores(encoded)
         raw = np.asarray(scores, dtype=np.float32)[index]
         truncated = np.array([encoded[i].truncated for i in index], dtype=bool)
+        tokens = sum(len(encoded[i]) for i in index)
         self.metrics.pairs.inc(len(raw))
         if truncated.any():
             self.metrics.truncated.inc(int(truncated.sum()))
         for value in raw.tolist():
             self.metrics.scores.observe(value)
-        return ScoreResult(raw, truncated, model)
+        return ScoreResult(raw, truncated, model, tokens)
 
     async def load(self, model_dir: str, opened: Served | None = None) -> ServedModel:
         """Open (unless `opened` already is), validate and warm a bundle beside the live one, then swap it in.

@@ -1,4 +1,4 @@
-"""Thin HTTP handlers: /score /compare /get_reward /admin/reload and the probes /healthz /readyz /info /metrics."""
+"""Thin HTTP handlers: /score (routed in service.vllm) /compare /get_reward /admin/reload and the probes."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from .schemas import (
     RewardRequest,
     RewardResponse,
     ScoreRequest,
-    ScoreResponse,
 )
 
 T = TypeVar("T")
@@ -43,7 +42,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter()
 
 
-def json_response(payload: dict[str, Any]) -> Response:
+def json_response(payload: Any) -> Response:
     # allow_nan=False: a NaN reward is a fault to surface, not invalid JSON to send.
     return Response(json.dumps(payload, allow_nan=False), media_type="application/json")
 
@@ -71,9 +70,8 @@ async def run_scoring(request: Request, pipeline: Pipeline, body: ScoringRequest
     return await until_disconnect(request, pipeline.score(body))
 
 
-@router.post("/score", response_model=ScoreResponse, responses=ERRORS, dependencies=[ApiKey])
-async def score(body: ScoreRequest, request: Request, pipeline: AcceptingPipeline) -> Response:
-    """Score many (prompt, completion) pairs; one reward each, in the order given."""
+async def score(body: ScoreRequest, request: Request, pipeline: Pipeline) -> Response:
+    """Our POST /score; the route is service.vllm's, which also takes vLLM's /score bodies at that path."""
     result = await run_scoring(request, pipeline, body)
     return json_response(
         {"scores": result.values(body.normalize), "model": result.model.model_id, "truncated": result.truncated}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictStr, field_validator
 
 from models.formatting import Text
 
@@ -20,6 +20,9 @@ def _no_lone_surrogates(text: str) -> str:
     except UnicodeEncodeError:
         raise ValueError("text contains an unpaired UTF-16 surrogate (invalid Unicode)") from None
     return text
+
+
+Utf8Str = Annotated[StrictStr, AfterValidator(_no_lone_surrogates)]  # a string that can become UTF-8 (every text)
 
 
 class ChatMessage(BaseModel):

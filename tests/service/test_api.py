@@ -76,7 +76,8 @@ def test_get_reward_speaks_openrlhf(client: TestClient) -> None:
     assert split == pair.json()["scores"]
     # Schema-valid bodies are answered: an empty batch (OpenRLHF 0.11.0 sends one to every URL after the first)
     # and fewer prompts than queries (the rest are split at their last assistant turn).
-    assert client.post("/get_reward", json={"query": []}).json() == {"rewards": [], "scores": [], "extra_logs": {}}
+    empty = {"rewards": [], "scores": [], "extra_logs": {"raw_reward": [], "truncated": []}}
+    assert client.post("/get_reward", json={"query": []}).json() == empty
     short = client.post("/get_reward", json={"query": [prompt + good, transcript], "prompts": [prompt]}).json()
     assert short["rewards"] == [direct["scores"][0], split[0]]
     # A query its prompt does not prefix (OpenRLHF cut the prompt's left) is scored whole, never refused.

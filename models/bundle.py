@@ -61,13 +61,18 @@ class BundleMeta:
     precisions: list[str]
     pad_token_id: int = 0
     # Reward mean and std on the eval split, per precision: the service's `normalize` uses them.
-    reward_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    reward_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     eval_metrics: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
     # Probe pairs and their rewards per precision, re-scored at serve time (models.reference); {} in old bundles.
     reference: dict[str, Any] = field(default_factory=dict)
     # Where the reward comes from: model family, pooling, the position it is read at, label index (shown by /info).
     reward_head: dict[str, Any] = field(default_factory=dict)
+    # Multi-objective bundles (k > 1): the heads' names, in the order of the graph's `rewards` output (batch, k),
+    # and the default combination (weights by name) that /score returns as the reward. [] for one reward, whose
+    # graph outputs `reward` (batch,), as every bundle before objectives did.
+    objectives: list[str] = field(default_factory=list)
+    weights: dict[str, float] = field(default_factory=dict)
     data_fingerprint: str = ""
     training: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
@@ -100,6 +105,12 @@ class BundleMeta:
         if bad or "fp32" not in meta.precisions:
             raise BundleError(f"precisions must include fp32 and be among {sorted(MODEL_FILES)}: {meta.precisions}")
         _check_reference(meta)
+        if meta.objectives and (
+            len(set(meta.objectives)) != len(meta.objectives) or set(meta.weights) - set(meta.objectives)
+        ):
+            raise BundleError(
+                f"objectives must be distinct names and weights among them: {meta.objectives} {meta.weights}"
+            )
         for precision, stats in meta.reward_stats.items():
             if not (isinstance(stats, dict) and stats.get("std", 0) > 0 and "mean" in stats):
                 raise BundleError(f"reward_stats[{precision!r}] needs a mean and a positive std, got {stats}")
@@ -113,15 +124,25 @@ class BundleMeta:
 
     def reward_scale(self) -> float:
         """The typical size of a reward difference, which tolerances are relative to: the fp32 reward std on the
-        evaluation pairs, else that of the fp32 reference probes, else 1."""
-        stats = self.normalizer("fp32")
-        if stats is not None:
-            return stats[1]
-        probes = self.reference.get("rewards", {}).get("fp32") if self.reference else None
-        if probes and len(probes) > 1:
+        evaluation pairs (the smallest head's, with several objectives), else that of the fp32 reference probes,
+        else 1."""
+        stats = self.reward_stats.get("fp32")
+        if stats:
+            heads = stats.get("objectives")
+            return float(min(h["std"] for h in heads.values())) if heads else float(stats["std"])
+        rows = self.reference.get("rewards", {}).get("fp32") if self.reference else None
+        probes = [x for row in rows for x in (row if isinstance(row, list) else [row])] if rows else []
+        if len(probes) > 1:
             mean = sum(probes) / len(probes)
             return max((sum((r - mean) ** 2 for r in probes) / len(probes)) ** 0.5, 1e-6)
         return 1.0
+
+
+def _reward_row(value: Any, objectives: int) -> bool:
+    """A probe's reward: a float, or one float per objective."""
+    if not objectives:
+        return isinstance(value, float)
+    return isinstance(value, list) and len(value) == objectives and all(isinstance(x, float) for x in value)
 
 
 def _check_reference(meta: BundleMeta) -> None:
@@ -134,7 +155,9 @@ def _check_reference(meta: BundleMeta) -> None:
             len(ref["completions"]) == n
             and isinstance(ref["ids_sha256"], str)
             and "fp32" in ref["rewards"]  # rewards of precisions the bundle no longer ships are never compared
-            and all(len(r) == n and all(isinstance(x, float) for x in r) for r in ref["rewards"].values())
+            and all(
+                len(r) == n and all(_reward_row(x, len(meta.objectives)) for x in r) for r in ref["rewards"].values()
+            )
         )
     except (KeyError, TypeError, AttributeError):
         ok = False
@@ -151,6 +174,11 @@ class Bundle:
 
     path: Path
     meta: BundleMeta
+
+    @property
+    def outputs(self) -> int:
+        """Rewards per text: 1, or one per objective."""
+        return len(self.meta.objectives) or 1
 
     @property
     def tokenizer_path(self) -> Path:

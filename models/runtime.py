@@ -83,19 +83,24 @@ class BundleScorer:
     def encode(self, prompts: Sequence[Text], completions: Sequence[Text]) -> list[Encoded]:
         return self.formatter.encode_many(prompts, completions)
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One text's rewards: () for one reward, (k,) for k objectives."""
+        k = self.bundle.outputs
+        return () if k == 1 else (k,)
+
     def run(self, batch: Sequence[Encoded]) -> np.ndarray:
-        """Rewards for one batch, shape (len(batch),), float32."""
+        """Rewards for one batch, shape (len(batch),) or (len(batch), k), float32."""
         if not batch:
-            return np.zeros(0, dtype=np.float32)
+            return np.zeros((0, *self.shape), dtype=np.float32)
         out: Any = self.session.run(None, pad(batch, self.pad_id, self.input_names))[0]
-        rewards = np.asarray(out, dtype=np.float32).reshape(len(batch))
-        return rewards
+        return np.asarray(out, dtype=np.float32).reshape(len(batch), *self.shape)
 
     def score_encoded(
         self, encoded: Sequence[Encoded], max_batch_tokens: int = 4096, max_batch_size: int = 16
     ) -> np.ndarray:
         """Score many pairs offline: length-grouped batches, results in input order."""
-        rewards = np.zeros(len(encoded), dtype=np.float32)
+        rewards = np.zeros((len(encoded), *self.shape), dtype=np.float32)
         for batch in plan_batches([len(e) for e in encoded], max_batch_tokens, max_batch_size):
             rewards[batch] = self.run([encoded[i] for i in batch])
         return rewards

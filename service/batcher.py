@@ -278,8 +278,8 @@ class MicroBatcher:
                 return
             elapsed = time.perf_counter() - started
             for e, score in zip(entries, scores, strict=True):
-                if not e.future.done():
-                    e.future.set_result(float(score))
+                if not e.future.done():  # a float, or one per objective (an array row) for multi-objective bundles
+                    e.future.set_result(float(score) if np.ndim(score) == 0 else score)
             if self._observe:
                 lengths = [e.length for e in entries]
                 self._observe(BatchStats(len(entries), sum(lengths), len(entries) * max(lengths), elapsed, waits))

@@ -103,6 +103,16 @@ class _ClientConfig:
         return [{"items": items[i : i + self.chunk_size]} | extra for i in range(0, len(items), self.chunk_size)]
 
 
+def _pick(answer: dict[str, Any], objective: str | None) -> list[float]:
+    """The scores of a /score answer: the reward, or one objective's of a multi-objective model."""
+    if objective is None:
+        return list(answer["scores"])
+    objectives = answer.get("objectives") or {}
+    if objective not in objectives:
+        raise ValueError(f"the model has no objective {objective!r} (it has: {', '.join(objectives) or 'one reward'})")
+    return list(objectives[objective])
+
+
 def _failed(error: RewardServiceError, size: int, on_error: OnError) -> list[float | None]:
     if on_error == "raise":
         raise error
@@ -137,13 +147,18 @@ class RewardClient(_ClientConfig):
         return scores
 
     def score_or_none(
-        self, prompts: Sequence[Any], completions: Sequence[Any], normalize: bool | None, on_error: OnError
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        normalize: bool | None,
+        on_error: OnError,
+        objective: str | None = None,
     ) -> list[float | None]:
         """Per chunk: its scores, or (on_error="none") None for each of its samples once retries are spent."""
         out: list[float | None] = []
         for chunk in self._chunks(prompts, completions, normalize):
             try:
-                out += self._post("/score", chunk)["scores"]
+                out += _pick(self._post("/score", chunk), objective)
             except RewardServiceError as e:
                 out += _failed(e, len(chunk["items"]), on_error)
         return out
@@ -197,7 +212,12 @@ class AsyncRewardClient(_ClientConfig):
         return [s for r in results for s in r["scores"]]
 
     async def score_or_none(
-        self, prompts: Sequence[Any], completions: Sequence[Any], normalize: bool | None, on_error: OnError
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        normalize: bool | None,
+        on_error: OnError,
+        objective: str | None = None,
     ) -> list[float | None]:
         chunks = self._chunks(prompts, completions, normalize)
         results = await asyncio.gather(*(self._post("/score", c) for c in chunks), return_exceptions=True)
@@ -208,7 +228,7 @@ class AsyncRewardClient(_ClientConfig):
             elif isinstance(result, BaseException):
                 raise result
             else:
-                out += result["scores"]
+                out += _pick(result, objective)
         return out
 
     async def compare(self, prompt: Any, completions: Sequence[Any]) -> dict[str, Any]:
@@ -234,6 +254,7 @@ class RewardFunction:
     training step with the server's message; `"none"` returns None for the samples it could not score, which
     TRL turns into NaN and leaves out of the advantage. Picklable (TRL's async GRPO runs reward functions in a
     child process): the HTTP client is made on first use, in the process and event loop that uses it.
+    `objective="helpful"` rewards with one head of a multi-objective model (raw, whatever `normalize` says).
     """
 
     def __init__(
@@ -243,18 +264,20 @@ class RewardFunction:
         normalize: bool | None = None,
         on_error: OnError = "raise",
         images: str = "refuse",
+        objective: str | None = None,
         **client_kwargs: Any,
     ) -> None:
         if on_error not in ("raise", "none"):
             raise ValueError(f"on_error must be 'raise' or 'none', not {on_error!r}")
         self.url, self.__name__, self.normalize, self.on_error = url, name, normalize, on_error
+        self.objective = objective  # a multi-objective model's head to reward with (None: the combined reward)
         self.client_kwargs = client_kwargs | {"images": images}
         self._client: Any = None
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
         if self._client is None:
             self._client = RewardClient(self.url, **self.client_kwargs)
-        return list(self._client.score_or_none(prompts, completions, self.normalize, self.on_error))
+        return list(self._client.score_or_none(prompts, completions, self.normalize, self.on_error, self.objective))
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__ | {"_client": None}
@@ -272,7 +295,9 @@ class AsyncRewardFunction(RewardFunction):
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             self._client, self._loop = AsyncRewardClient(self.url, **self.client_kwargs), loop
-        return list(await self._client.score_or_none(prompts, completions, self.normalize, self.on_error))
+        return list(
+            await self._client.score_or_none(prompts, completions, self.normalize, self.on_error, self.objective)
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__ | {"_client": None, "_loop": None}

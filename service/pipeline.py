@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,6 +19,7 @@ import numpy as np
 
 from models.bundle import Bundle, BundleError, read_bundle
 from models.formatting import Encoded, Text, dedupe
+from models.objectives import ObjectiveError, by_objective, combine, weight_vector
 from models.runtime import CPU
 from models.serving import Served, open_served
 
@@ -56,27 +57,45 @@ def open_bundle(model_dir: str, settings: Settings) -> Served:
 
 @dataclass(frozen=True)
 class ScoreResult:
-    raw: np.ndarray  # float32 rewards in request order
+    heads: np.ndarray  # float32 rewards in request order: (n,), or (n, k) for a bundle with k objectives
     truncated_mask: np.ndarray  # bool per pair: cut to the model's max length
     model: ServedModel
     tokens: int = 0  # model input tokens of all pairs, a repeat counted each time (vLLM's usage.prompt_tokens)
 
     @property
+    def raw(self) -> np.ndarray:
+        """The reward of each pair: a multi-objective bundle's heads combined with its default weights."""
+        return np.asarray(combine(self.heads, self.model.bundle.meta), dtype=np.float32)
+
+    @property
     def truncated(self) -> int:
         return int(self.truncated_mask.sum())
 
-    def values(self, normalize: bool | None) -> list[float]:
-        """The rewards, as (r - mean) / std with the bundle's statistics when `normalize` (None: RM_NORMALIZE)."""
-        if not (self.model.normalize_default if normalize is None else normalize):
-            return self.raw.tolist()
-        if self.model.normalizer is None:
-            raise InvalidInput(
-                "normalize: this bundle records no reward statistics (exported without evaluation data); "
-                "ask for raw rewards or re-export it with --eval-data",
-                field="normalize",
-            )
-        mean, std = self.model.normalizer
-        return ((self.raw.astype(np.float64) - mean) / std).tolist()
+    def values(self, normalize: bool | None, weights: Mapping[str, float] | None = None) -> list[float]:
+        """The rewards: normalised with the bundle's statistics when `normalize` (None: RM_NORMALIZE), each head by
+        its own before a multi-objective bundle combines them with `weights` (None: its default)."""
+        meta = self.model.bundle.meta
+        try:
+            if weights:
+                weight_vector(meta, weights)  # names this model's objectives, or a clear 422 (one reward: none)
+            if not (self.model.normalize_default if normalize is None else normalize):
+                return combine(self.heads, meta, weights).tolist() if weights else self.raw.tolist()
+            stats = meta.reward_stats.get(self.model.precision) or meta.reward_stats.get("fp32")
+            if not stats:
+                raise InvalidInput(
+                    "normalize: this bundle records no reward statistics (exported without evaluation data); "
+                    "ask for raw rewards or re-export it with --eval-data",
+                    field="normalize",
+                )
+            if self.heads.ndim == 2:
+                return combine(self.heads, meta, weights, stats["objectives"]).tolist()
+            return ((self.heads.astype(np.float64) - stats["mean"]) / stats["std"]).tolist()
+        except ObjectiveError as e:
+            raise InvalidInput(f"weights: {e}", field="weights") from None
+
+    def objectives(self) -> dict[str, list[float]]:
+        """Each objective's raw rewards by name ({} for a single-reward bundle)."""
+        return by_objective(self.heads, self.model.bundle.meta)
 
 
 def _inline(texts: Sequence[Text], limit: int) -> bool:
@@ -187,7 +206,7 @@ class Pipeline:
         if model is None:
             raise NotReady("no model loaded yet")
         if not prompts:
-            return ScoreResult(np.zeros(0, dtype=np.float32), np.zeros(0, dtype=bool), model)
+            return ScoreResult(np.zeros((0, *model.scorer.shape), dtype=np.float32), np.zeros(0, dtype=bool), model)
         with model.batcher.reserve(len(prompts)) as room:  # 429 before spending any CPU on an overloaded server
             started = time.perf_counter()
             if _inline([*prompts, *completions], self.settings.inline_tokenize_chars):
@@ -201,15 +220,16 @@ class Pipeline:
                 room.shrink(repeats)
                 self.metrics.repeats.inc(repeats)
             scores = await room.scores(encoded)
-        raw = np.asarray(scores, dtype=np.float32)[index]
+        heads = np.asarray(scores, dtype=np.float32)[index]
         truncated = np.array([encoded[i].truncated for i in index], dtype=bool)
         tokens = sum(len(encoded[i]) for i in index)
-        self.metrics.pairs.inc(len(raw))
+        result = ScoreResult(heads, truncated, model, tokens)
+        self.metrics.pairs.inc(len(heads))
         if truncated.any():
             self.metrics.truncated.inc(int(truncated.sum()))
-        for value in raw.tolist():
+        for value in result.raw.tolist():
             self.metrics.scores.observe(value)
-        return ScoreResult(raw, truncated, model, tokens)
+        return result
 
     async def load(self, model_dir: str, opened: Served | None = None) -> ServedModel:
         """Open (unless `opened` already is), validate and warm a bundle beside the live one, then swap it in.

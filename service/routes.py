@@ -11,6 +11,8 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from models.objectives import weight_vector
+
 from .deps import AcceptingPipeline, AdminKey, ApiKey, LifecycleDep, MetricsDep, PipelineDep, SettingsDep
 from .errors import NotReady, ReloadRefused
 from .lifecycle import Phase
@@ -73,27 +75,33 @@ async def run_scoring(request: Request, pipeline: Pipeline, body: ScoringRequest
 async def score(body: ScoreRequest, request: Request, pipeline: Pipeline) -> Response:
     """Our POST /score; the route is service.vllm's, which also takes vLLM's /score bodies at that path."""
     result = await run_scoring(request, pipeline, body)
-    return json_response(
-        {"scores": result.values(body.normalize), "model": result.model.model_id, "truncated": result.truncated}
-    )
+    answer = {"scores": result.values(body.normalize, body.weights), "model": result.model.model_id}
+    return json_response(answer | {"truncated": result.truncated} | with_objectives(result))
 
 
 @router.post("/compare", response_model=CompareResponse, responses=ERRORS, dependencies=[ApiKey])
 async def compare(body: CompareRequest, request: Request, pipeline: AcceptingPipeline) -> Response:
     """Rank two or more completions of one prompt, with Bradley–Terry win probabilities."""
     result = await run_scoring(request, pipeline, body)
-    raw = result.raw.astype(np.float64)
+    raw = np.asarray(result.values(False, body.weights), dtype=np.float64)
     ranking = sorted(range(len(raw)), key=lambda i: -raw[i])  # stable: ties keep input order
     probabilities = 1.0 / (1.0 + np.exp(-(raw[:, None] - raw[None, :])))
     return json_response(
         {
-            "scores": result.values(body.normalize),
+            "scores": result.values(body.normalize, body.weights),
             "ranking": ranking,
             "probabilities": probabilities.tolist(),
             "model": result.model.model_id,
             "truncated": result.truncated,
         }
+        | with_objectives(result)
     )
+
+
+def with_objectives(result: ScoreResult) -> dict[str, Any]:
+    """`objectives` for a multi-objective model; nothing for one reward, whose answers stay as they always were."""
+    objectives = result.objectives()
+    return {"objectives": objectives} if objectives else {}
 
 
 @router.post("/get_reward", response_model=RewardResponse, responses=ERRORS, dependencies=[ApiKey])
@@ -103,7 +111,9 @@ async def get_reward(body: RewardRequest, request: Request, pipeline: AcceptingP
     for pair in body.reward_pairs():
         pipeline.metrics.openrlhf_splits.labels(pair.how, pair.markup).inc()
     rewards = result.values(body.normalize)
+    # Per-objective rewards go into extra_logs, so OpenRLHF logs each head beside the combined reward.
     extra = {"raw_reward": result.raw.tolist(), "truncated": result.truncated_mask.astype(float).tolist()}
+    extra |= result.objectives()
     return json_response({"rewards": rewards, "scores": rewards, "extra_logs": extra})
 
 
@@ -163,6 +173,8 @@ async def info(request: Request, pipeline: PipelineDep, settings: SettingsDep) -
         "reference_check": model.reference.to_dict() if model.reference else None,
         "formatting": meta.formatting.kind,
         "reward_head": meta.reward_head or None,  # family, pooling, where the reward is read (bundles from v2 on)
+        "objectives": meta.objectives or None,
+        "weights": dict(zip(meta.objectives, weight_vector(meta).tolist(), strict=True)) if meta.objectives else None,
         "max_length": meta.formatting.max_length,
         "batching": {
             "max_batch_tokens": model.max_batch_tokens,

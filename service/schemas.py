@@ -4,6 +4,7 @@ settings, so Pipeline.score checks them there and these models stay static for t
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictStr, field_validator
@@ -62,11 +63,28 @@ class ScoreItem(_Strict):
     _check = field_validator("prompt", "completion")(_check_text)
 
 
+Weights = Annotated[
+    dict[StrictStr, float] | None,
+    Field(
+        description="Multi-objective models: the weight of each objective in the reward (unnamed objectives weigh "
+        "0; default: the model's own combination). A model with one reward takes no weights."
+    ),
+    AfterValidator(lambda w: _finite(w)),
+]
+
+
+def _finite(weights: dict[str, float] | None) -> dict[str, float] | None:
+    if weights is not None and not all(math.isfinite(v) for v in weights.values()):
+        raise ValueError("weights must be finite numbers")
+    return weights
+
+
 class ScoreRequest(_Strict):
     items: list[ScoreItem] = Field(min_length=1, description="Pairs to score; rewards come back in this order.")
     normalize: StrictBool | None = Field(
         None, description="Return (r − mean) / std with the bundle's eval statistics (default: RM_NORMALIZE)."
     )
+    weights: Weights = None
 
     def texts(self) -> list[tuple[str, Text]]:
         named = [(f"items.{i}.prompt", to_text(it.prompt)) for i, it in enumerate(self.items)]
@@ -76,16 +94,23 @@ class ScoreRequest(_Strict):
         return [to_text(it.prompt) for it in self.items], [to_text(it.completion) for it in self.items]
 
 
+OBJECTIVES = Field(
+    None, description="Multi-objective models only: each objective's raw reward per pair (absent for one reward)."
+)
+
+
 class ScoreResponse(BaseModel):
     scores: list[float]
     model: str
     truncated: int = Field(description="How many pairs were cut to the model's max length (prompt's left first).")
+    objectives: dict[str, list[float]] | None = OBJECTIVES
 
 
 class CompareRequest(_Strict):
     prompt: TextField
     completions: list[TextField] = Field(min_length=2, description="Two or more completions of the same prompt.")
     normalize: StrictBool | None = Field(None, description="As in /score (default: RM_NORMALIZE).")
+    weights: Weights = None
 
     def texts(self) -> list[tuple[str, Text]]:
         return [("prompt", to_text(self.prompt))] + [
@@ -111,6 +136,7 @@ class CompareResponse(BaseModel):
     )
     model: str
     truncated: int
+    objectives: dict[str, list[float]] | None = OBJECTIVES
 
 
 class RewardRequest(BaseModel):

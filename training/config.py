@@ -26,7 +26,8 @@ def _opt(help: str, **kw: Any) -> Any:
 class FitConfig:
     data: list[str] = _opt(
         "Preference files (.json/.jsonl/.jsonl.gz/.csv/.parquet) or Hugging Face dataset names "
-        "('org/name[:split]'). Default: the small preference set shipped with the project.",
+        "('org/name[:split]'). 'NAME=FILE FILE…' trains one reward head per objective NAME on those files "
+        "(or records carry an `objective` column). Default: the small preference set shipped with the project.",
         default_factory=lambda: [str(DEFAULT_DATA)],
         nargs="+",
     )
@@ -82,6 +83,11 @@ class FitConfig:
         "bf16 autocast: 'auto' (on when the CPU/GPU supports bf16), 'on' or 'off'.",
         default="auto",
         choices=["auto", "on", "off"],
+    )
+    objective_weights: str | None = _opt(
+        "Multi-objective fits (--data helpful=FILE… harmless=FILE…, or an `objective` column): the default "
+        "combination the service returns as the reward, e.g. 'helpful=0.7,harmless=0.3' (default: equal weights).",
+        default=None,
     )
     seed: int = _opt("Seed for the prompt split, the head's initialisation and batch order.", default=0)
     threads: int | None = _opt("torch intra-op threads (default: torch's choice).", default=None)

@@ -14,11 +14,13 @@ name ("org/name" or "org/name:split"), loaded with `datasets` (needs internet or
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import hashlib
 import io
 import json
 import math
+import re
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -29,6 +31,7 @@ from typing import Any, BinaryIO, cast
 from models.formatting import ASSISTANT_MARKER, Text
 
 PROMPT_KEYS = ("prompt", "question")
+OBJECTIVE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
 class DataError(ValueError):
@@ -42,6 +45,7 @@ class PreferencePair:
     rejected: Text
     margin: float | None = None
     source: str = ""  # "file:line" the pair came from
+    objective: str = ""  # which head learns from it (multi-objective fits); "" when the data names none
 
     @property
     def prompt_key(self) -> str:
@@ -84,6 +88,15 @@ def _text(record: Mapping[str, Any], key: str, *, allow_empty: bool) -> Text:
     if isinstance(value, list) and not value and allow_empty:
         return []
     raise DataError(f"{key!r} must be a string or a list of {{'role', 'content'}} messages, got {type(value).__name__}")
+
+
+def _objective(record: Mapping[str, Any]) -> str:
+    value = record.get("objective")
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or not OBJECTIVE_NAME.fullmatch(value):
+        raise DataError(f"'objective' must be a name such as 'helpful' (letters, digits, _ or -), got {value!r}")
+    return value
 
 
 def _margin(record: Mapping[str, Any]) -> float | None:
@@ -149,7 +162,7 @@ def pairs_from_record(record: Any, source: str) -> list[PreferencePair]:
             raise DataError(f"empty {name!r} (after removing the shared prompt)")
     if chosen == rejected:
         raise DataError("chosen == rejected")
-    return [PreferencePair(prompt, chosen, rejected, _margin(record), source)]
+    return [PreferencePair(prompt, chosen, rejected, _margin(record), source, _objective(record))]
 
 
 def _ranked_pairs(record: Mapping[str, Any], source: str) -> list[PreferencePair]:
@@ -166,7 +179,7 @@ def _ranked_pairs(record: Mapping[str, Any], source: str) -> list[PreferencePair
     for i, better in enumerate(texts):
         for j, worse in enumerate(texts):
             if ranks[i] < ranks[j] and better != worse:
-                pairs.append(PreferencePair(prompt, better, worse, None, source))
+                pairs.append(PreferencePair(prompt, better, worse, None, source, _objective(record)))
     return pairs
 
 
@@ -329,6 +342,41 @@ def load_pairs(
     return pairs
 
 
+def objective_groups(data: Sequence[str]) -> list[tuple[str, str]]:
+    """`--data` as (objective, path) pairs: `helpful=A.jsonl B.jsonl harmless=C.jsonl` names the head that learns from
+    the files up to the next `name=`; files before any name (or a whole list without names) get "" (the records'
+    own `objective` column, if any, decides)."""
+    out, current = [], ""
+    for item in data:
+        name, eq, rest = item.partition("=")
+        if eq and OBJECTIVE_NAME.fullmatch(name) and not Path(item).exists():
+            current, item = name, rest
+            if not item:
+                continue
+        out.append((current, item))
+    return out
+
+
+def load_objectives(
+    data: Sequence[str], skip_invalid: bool = False, report: LoadReport | None = None
+) -> tuple[list[PreferencePair], list[str]]:
+    """Pairs of every file with their objective (the file group's name, else the record's column) and the
+    objectives in order of first appearance; ([pairs], []) when no data names any (one reward, as before)."""
+    pairs: list[PreferencePair] = []
+    for objective, path in objective_groups(data):
+        loaded = load_pairs([path], skip_invalid=skip_invalid, report=report)
+        pairs += [dataclasses.replace(p, objective=objective or p.objective) for p in loaded]
+    names = list(dict.fromkeys(p.objective for p in pairs))
+    if names == [""]:
+        return pairs, []
+    if "" in names:
+        unnamed = next(p.source for p in pairs if not p.objective)
+        raise DataError(
+            f"{unnamed}: some pairs have no objective while others do; name every file (name=FILE) or every record"
+        )
+    return pairs, names
+
+
 # ---------------------------------------------------------------- split and fingerprint
 
 
@@ -363,6 +411,7 @@ def fingerprint(pairs: Iterable[PreferencePair]) -> str:
     """SHA-256 of the pairs' content (not their sources), recorded in the bundle."""
     digest = hashlib.sha256()
     for p in pairs:
-        digest.update(json.dumps([p.prompt, p.chosen, p.rejected, p.margin], sort_keys=True).encode())
+        fields = [p.prompt, p.chosen, p.rejected, p.margin] + ([p.objective] if p.objective else [])
+        digest.update(json.dumps(fields, sort_keys=True).encode())
         digest.update(b"\n")
     return digest.hexdigest()

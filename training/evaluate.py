@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from models.bundle import MODEL_FILES, BundleError, read_bundle
+from models.bundle import MODEL_FILES, BundleError, BundleMeta, read_bundle
 from models.formatting import Encoded, completion_text, dedupe
+from models.objectives import combine
 from models.runtime import BundleScorer
 from models.serving import open_served
 
@@ -76,18 +77,25 @@ def score_pairs(scorer: BundleScorer, pairs: Sequence[PreferencePair]) -> tuple[
 
 
 def evaluate(
-    scorer: BundleScorer, files: Mapping[str, Sequence[PreferencePair]]
+    scorer: BundleScorer, files: Mapping[str, Sequence[PreferencePair]], weights: Mapping[str, float] | None = None
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Report {"overall": {...}, "files": {name: {...}}} and the raw rewards (for plots and agreement checks)."""
-    return build_report(scorer.precision, files, {n: score_pairs(scorer, pairs) for n, pairs in files.items() if pairs})
+    """Report {"overall": {...}, "files": {name: {...}}} and the raw rewards (for plots and agreement checks); a
+    multi-objective bundle's report is of its combined reward, plus every head on every file ("objectives")."""
+    scored = {n: score_pairs(scorer, pairs) for n, pairs in files.items() if pairs}
+    return build_report(scorer.precision, files, scored, scorer.bundle.meta, weights)
 
 
 def build_report(
     precision: str,
     files: Mapping[str, Sequence[PreferencePair]],
     scored: Mapping[str, tuple[np.ndarray, np.ndarray, int]],
+    meta: BundleMeta | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """evaluate's report from rewards already computed: `scored[name]` is score_pairs' answer for files[name]."""
+    """evaluate's report from rewards already computed: `scored[name]` is score_pairs' answer for files[name].
+
+    The rewards returned are as scored ((n, k) for k objectives); the metrics are of the combined reward, with each
+    head's accuracy on each file beside them."""
     report: dict[str, Any] = {"precision": precision, "files": {}}
     all_pairs: list[PreferencePair] = []
     parts_c, parts_r = [], []
@@ -96,7 +104,8 @@ def build_report(
         if not pairs:
             continue
         chosen, rejected, cut = scored[name]
-        report["files"][name] = pair_metrics(pairs, chosen, rejected) | {"truncated_texts": cut}
+        combined = [combine(r, meta, weights) if meta is not None else r for r in (chosen, rejected)]
+        report["files"][name] = pair_metrics(pairs, *combined) | {"truncated_texts": cut}
         all_pairs.extend(pairs)
         parts_c.append(chosen)
         parts_r.append(rejected)
@@ -104,8 +113,37 @@ def build_report(
     if not all_pairs:
         raise DataError("no pairs to evaluate")
     chosen, rejected = np.concatenate(parts_c), np.concatenate(parts_r)
-    report["overall"] = pair_metrics(all_pairs, chosen, rejected) | {"truncated_texts": truncated}
+    combined = [combine(r, meta, weights) if meta is not None else r for r in (chosen, rejected)]
+    report["overall"] = pair_metrics(all_pairs, *combined) | {"truncated_texts": truncated}
+    if meta is not None and chosen.ndim == 2:
+        report["objectives"] = objective_matrix(files, scored, meta)
     return report, {"chosen": chosen, "rejected": rejected}
+
+
+def objective_matrix(
+    files: Mapping[str, Sequence[PreferencePair]],
+    scored: Mapping[str, tuple[np.ndarray, np.ndarray, int]],
+    meta: BundleMeta,
+) -> dict[str, Any]:
+    """Every head on every file: {objective: {"files": {file: accuracy}, "accuracy", "reward_mean", "reward_std"}},
+    so a user sees which head ranks which data."""
+    out: dict[str, Any] = {}
+    for k, objective in enumerate(meta.objectives):
+        per_file, wins, rewards = {}, [], []
+        for name, pairs in files.items():
+            if pairs:
+                chosen, rejected, _ = scored[name]
+                per_file[name] = float(np.mean(chosen[:, k] > rejected[:, k]))
+                wins.append(chosen[:, k] > rejected[:, k])
+                rewards += [chosen[:, k], rejected[:, k]]
+        values = np.concatenate(rewards).astype(np.float64)
+        out[objective] = {
+            "files": per_file,
+            "accuracy": float(np.mean(np.concatenate(wins))),
+            "reward_mean": float(values.mean()),
+            "reward_std": float(values.std()),
+        }
+    return out
 
 
 def write_plot(path: Path, pairs: Sequence[PreferencePair], rewards: Mapping[str, np.ndarray], title: str) -> None:

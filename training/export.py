@@ -25,6 +25,7 @@ import numpy as np
 from models.bundle import MODEL_FILES, TOKENIZER_FILE, Bundle, BundleMeta, data_file, sha256_file, write_bundle
 from models.formatting import FormatSpec, Formatter
 from models.inputs import pad
+from models.objectives import combine
 from models.reference import ABS_FLOOR, make_reference
 from models.runtime import BundleScorer
 
@@ -72,6 +73,8 @@ class ExportJob:
     agreement_extra: Sequence[PreferencePair] = ()  # tops small eval sets up for the int8 agreement
     pad_id: int | None = None  # default: the tokenizer's pad id
     reward_head: Mapping[str, Any] = field(default_factory=dict)  # BundleMeta.reward_head
+    objectives: Sequence[str] = ()  # one head per objective (the model outputs (batch, k)); () for one reward
+    weights: Mapping[str, float] = field(default_factory=dict)  # the default combination (BundleMeta.weights)
     split: str = "prompt_split"
     data_fingerprint: str = ""
     provenance: Mapping[str, Any] = field(default_factory=dict)  # BundleMeta.training (config and summary)
@@ -119,6 +122,8 @@ def export_bundle(job: ExportJob) -> Bundle:
         data_fingerprint=job.data_fingerprint,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         reward_head=dict(job.reward_head),
+        objectives=list(job.objectives),
+        weights=dict(job.weights),
     )
     fp32 = _scorer(work, draft, "fp32")
     parity = acceptance.check_parity(fp32, model, job.parity, pad_id)
@@ -142,14 +147,14 @@ def export_bundle(job: ExportJob) -> Bundle:
         int8 = choose_int8(work, draft, feeds, reports["fp32"], rewards["fp32"], job)
         reports["int8"], rewards["int8"], checks["int8"] = int8.report, int8.rewards, int8.parity
         precisions.append("int8")
-    stats = {
-        p: {"mean": r["overall"]["reward_mean"], "std": max(r["overall"]["reward_std"], 1e-6)}
-        for p, r in reports.items()
-    }
+    stats = {p: reward_stats(r) for p, r in reports.items()}
     if options.fp16:
         # Without evaluation pairs the reward scale comes from the parity pairs' own rewards.
         parity_rewards = np.concatenate(score_pairs(fp32, job.parity)[:2]) if not stats else np.zeros(0)
-        scale = stats["fp32"]["std"] if stats else max(float(np.std(parity_rewards)), 1e-6)
+        scale = (
+            dataclasses.replace(draft, reward_stats=stats).reward_scale() if stats else float(np.std(parity_rewards))
+        )
+        scale = max(scale, 1e-6)
         # The floor (the parity bar) keeps a near-constant model's fp16 rounding from failing a relative limit.
         limit = max(options.fp16_tolerance * scale, ABS_FLOOR)
         fp16 = try_fp16(work, draft, job.parity, limit, options.external_bytes)
@@ -170,13 +175,27 @@ def export_bundle(job: ExportJob) -> Bundle:
     )
     if options.plot is not None and job.eval_files:
         pairs = [p for file_pairs in job.eval_files.values() for p in file_pairs]
-        write_plot(options.plot, pairs, rewards["fp32"], f"{meta.model_id} (fp32, held out)")
+        combined = {side: combine(r, meta) for side, r in rewards["fp32"].items()}
+        write_plot(options.plot, pairs, combined, f"{meta.model_id} (fp32, held out)")
     files = [TOKENIZER_FILE] + [MODEL_FILES[p] for p in precisions]
     files += [data_file(MODEL_FILES[p]) for p in precisions if (work / data_file(MODEL_FILES[p])).exists()]
     sources = {name: work / name for name in files}
     bundle = write_bundle(job.out, meta, sources)
     log.info("bundle written to %s in %.0fs", bundle.path, time.perf_counter() - started)
     return bundle
+
+
+def reward_stats(report: Mapping[str, Any]) -> dict[str, Any]:
+    """BundleMeta.reward_stats of one precision: mean and std of the (combined) reward on the evaluation pairs, and of
+    each objective's head (what `normalize` divides by)."""
+
+    def of(metrics: Mapping[str, Any]) -> dict[str, float]:
+        return {"mean": float(metrics["reward_mean"]), "std": max(float(metrics["reward_std"]), 1e-6)}
+
+    stats: dict[str, Any] = of(report["overall"])
+    if "objectives" in report:
+        stats["objectives"] = {name: of(m) for name, m in report["objectives"].items()}
+    return stats
 
 
 def _save_tokenizer(tokenizer: Any, spec: FormatSpec, path: Path) -> Formatter:
@@ -228,7 +247,12 @@ def choose_int8(
         fp32_path, int8_path = work / MODEL_FILES["fp32"], work / MODEL_FILES["int8"]
         counts = graphs.quantize_int8(fp32_path, int8_path, feeds, scheme, cache=cache)
         int8_scorer = _scorer(work, with_int8, "int8")
-        int8, flipped, screened = acceptance.screen_int8(int8_scorer, pairs, fp32, min_agreement)
+        int8: dict[str, np.ndarray] | None
+        if draft.objectives:  # the screen's early stop is about one reward's winners: score every pair, every head
+            chosen, rejected, _ = score_pairs(int8_scorer, pairs)
+            int8, flipped, screened = {"chosen": chosen, "rejected": rejected}, 0, len(pairs)
+        else:
+            int8, flipped, screened = acceptance.screen_int8(int8_scorer, pairs, fp32, min_agreement)
         result: dict[str, Any] = {"scheme": scheme, **counts, "pairs": len(pairs)}
         if int8 is None:
             # Every pair not yet scored could only agree, so this bounds the scheme's agreement from above.
@@ -236,7 +260,8 @@ def choose_int8(
             log.info("int8 %s vs fp32: rejected after %d of %d pairs: %s", scheme, screened, len(pairs), result)
             tried.append(result)
             continue
-        report, rewards = build_report("int8", job.eval_files, _by_file(job.eval_files, int8, fp32_report))
+        scored = _by_file(job.eval_files, int8, fp32_report)
+        report, rewards = build_report("int8", job.eval_files, scored, with_int8)
         result = acceptance.agreement(fp32, int8) | result
         result["accuracy_delta"] = report["overall"]["accuracy"] - fp32_report["overall"]["accuracy"]
         log.info("int8 %s vs fp32: %s", scheme, result)
@@ -389,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         split=split,
         pad_id=imported.pad_id,
         reward_head=imported.reward_head,
+        objectives=imported.objectives,
         provenance={"imported": {k: v for k, v in vars(args).items()}},
         options=ExportOptions(
             int8="int8" in precisions,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import FitConfig, parse_config
-from .data import DataError, LoadReport, PreferencePair, fingerprint, load_pairs, sample_pairs, split_by_prompt
+from .data import DataError, LoadReport, PreferencePair, fingerprint, load_objectives, sample_pairs, split_by_prompt
 
 log = logging.getLogger("training.fit")
 AGREEMENT_PAIRS = 512  # at least this many pairs decide int8 vs fp32 agreement
@@ -20,12 +20,12 @@ AGREEMENT_PAIRS = 512  # at least this many pairs decide int8 vs fp32 agreement
 def load_splits(cfg: FitConfig) -> tuple[list[PreferencePair], dict[str, list[PreferencePair]]]:
     """Training pairs, and held-out pairs per source file (split by prompt unless --eval-data is given)."""
     report = LoadReport()
-    pairs = load_pairs(cfg.data, skip_invalid=cfg.skip_invalid, report=report)
+    pairs, _ = load_objectives(cfg.data, skip_invalid=cfg.skip_invalid, report=report)
     if report.skipped:
         log.warning("skipped %d invalid records: %s", sum(report.skipped.values()), dict(report.skipped))
     if cfg.eval_data:
         train = pairs
-        held = load_pairs(cfg.eval_data, skip_invalid=cfg.skip_invalid)
+        held, _ = load_objectives(cfg.eval_data, skip_invalid=cfg.skip_invalid)
     else:
         train, held = split_by_prompt(pairs, cfg.eval_fraction, cfg.seed)
     if not train:
@@ -66,9 +66,10 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
 
     set_seed(cfg.seed)
     on_gpu = torch.cuda.is_available()
+    objectives = objectives_of(train_pairs)
     state = PartialState(cpu=not on_gpu)  # under a launcher: joins the process group now, for _rank0s below
     base = cfg.base or default_base()
-    model, tokenizer, architecture = load_backbone(base)
+    model, tokenizer, architecture = load_backbone(base, heads=len(objectives) or 1)
     if not cfg.dropout:
         disable_dropout(model)
     frozen_layers = layers_to_freeze(model, cfg.freeze_layers)
@@ -77,7 +78,7 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         log.info("embeddings and %d lowest layers frozen: %d parameters train", frozen_layers, trainable)
     spec = format_spec(tokenizer, architecture, model_max_length(model, cfg.max_length))
     formatter = Formatter(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()), spec)
-    dataset = PairDataset(train_pairs, formatter)
+    dataset = PairDataset(train_pairs, formatter, objectives)
     log.info(
         "%d training pairs (%d distinct texts), %d truncated to %d tokens",
         len(dataset),
@@ -87,7 +88,7 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
     )
     pooling = choose_pooling(model, architecture, base, cfg.pooling)
     log.info("%s backbone %s, pooling %s", architecture, base, pooling)
-    reward_model = RewardModel(model, architecture, pooling)
+    reward_model = RewardModel(model, architecture, pooling, heads=len(objectives) or 1)
     collator = PairCollator(tokenizer.pad_token_id)
     probe = None if on_gpu or not state.is_main_process else _probe_step(reward_model, dataset, collator, cfg)
     bf16 = _rank0s(decide_bf16(cfg.bf16, probe, cuda=on_gpu), state)
@@ -142,11 +143,18 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         "resumed_from": resume,
         "truncated_train_pairs": dataset.truncated,
         "main_process": state.is_main_process,
+        "objectives": objectives,
     }
     if trainer.batches is not None:
         whole = list(range(first_whole_epoch, int(trainer.state.epoch + 1e-9)))  # run here from their start
         summary["data_parallel"] = data_parallel_report(trainer.batches, len(dataset), whole)
     return reward_model, tokenizer, spec, summary
+
+
+def objectives_of(pairs: Sequence[PreferencePair]) -> list[str]:
+    """The objectives the pairs name, in order of first appearance ([] when none: one reward)."""
+    names = list(dict.fromkeys(p.objective for p in pairs if p.objective))
+    return names
 
 
 def _probe_step(model: Any, dataset: Any, collator: Any, cfg: FitConfig) -> Any:
@@ -219,6 +227,8 @@ def export_job(
         split="eval_data" if cfg.eval_data else "prompt_split",
         data_fingerprint=summary.get("data_fingerprint", ""),
         reward_head=model.describe() | {"source": "training.fit"},
+        objectives=summary["objectives"],
+        weights=parse_weights(cfg.objective_weights, summary["objectives"]),
         provenance={k: v for k, v in vars(cfg).items() if k not in ("data", "eval_data")}
         | {"data": list(cfg.data), "eval_data": cfg.eval_data, "summary": summary},
         options=ExportOptions(
@@ -230,6 +240,23 @@ def export_job(
             plot=cfg.work_dir / "eval.png" if cfg.plot else None,
         ),
     )
+
+
+def parse_weights(text: str | None, objectives: Sequence[str]) -> dict[str, float]:
+    """`--objective-weights helpful=0.7,harmless=0.3` as a dict; {} (equal weights) when not given."""
+    if not text:
+        return {}
+    weights = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--objective-weights {item!r}: write name=number") from None
+    unknown = set(weights) - set(objectives)
+    if unknown:
+        raise ValueError(f"--objective-weights: unknown objective(s) {', '.join(sorted(unknown))}")
+    return weights
 
 
 def _last_checkpoint(folder: str) -> str | None:
@@ -266,7 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         train_pairs, held_out = load_splits(cfg)
-    except DataError as e:
+        parse_weights(cfg.objective_weights, objectives_of(train_pairs))
+    except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     log.info(

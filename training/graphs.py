@@ -78,14 +78,16 @@ def export_fp32(model: RewardModel, sample: Sequence[Encoded], pad_id: int, path
         model.model.set_attn_implementation("eager")  # sdpa exports to a pattern the optimizer cannot fuse
     except (AttributeError, ValueError) as e:
         log.info("keeping the model's attention implementation for export: %s", e)
-    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"reward": {0: "batch"}}
+    # One reward: output `reward` (batch,), as every bundle before objectives; k objectives: `rewards` (batch, k).
+    output = "reward" if model.heads == 1 else "rewards"
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {output: {0: "batch"}}
     with torch.no_grad():
         torch.onnx.export(
             model,
             tuple(inputs[n] for n in names),
             str(path),
             input_names=names,
-            output_names=["reward"],
+            output_names=[output],
             dynamic_axes=axes,
             opset_version=OPSET,
             do_constant_folding=True,

@@ -18,6 +18,7 @@ documented usage scores it.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ class Imported:
     spec: FormatSpec
     reward_head: dict[str, Any]  # BundleMeta.reward_head: family, pooling, where the reward is read, label
     pad_id: int  # what batches are padded with (the config's pad id where the head reads by it)
+    objectives: list[str]  # a multi-label model's labels as objectives ([] for one reward)
 
 
 def load_reward_model(
@@ -66,11 +68,14 @@ def load_reward_model(
             "exactly as transformers scores them (convert it to one first)"
         )
     labels = int(getattr(config, "num_labels", 1))
-    if labels != 1 and label_index is None:
-        names = getattr(config, "id2label", None) or {}
-        raise ImportError_(
-            f"{source}: {labels} labels ({', '.join(map(str, names.values()))}); choose the reward with --label-index"
-        )
+    # Several labels are several objectives (one reward each, e.g. ArmoRM-style helpfulness / safety heads), unless
+    # --label-index picks one of them as the reward.
+    id2label = getattr(config, "id2label", None) or {}
+    objectives = (
+        [_name(id2label.get(i, f"LABEL_{i}")) for i in range(labels)] if labels > 1 and label_index is None else []
+    )
+    if len(set(objectives)) != len(objectives):
+        objectives = [f"label_{i}" for i in range(labels)]
     index = label_index or 0
     if not 0 <= index < labels:
         raise ImportError_(f"--label-index {index}: the model has {labels} labels")
@@ -99,11 +104,17 @@ def load_reward_model(
     spec = _spec(source, tokenizer, architecture, formatting, append_eos, model_max_length(model, max_length or 10**9))
     if max_length is None:
         spec = _with_length(spec, min(spec.max_length, DEFAULT_MAX_LENGTH))
-    reward_model = RewardModel(model, architecture, pooling, index).eval()
+    reward_model = RewardModel(model, architecture, pooling, index, heads=len(objectives) or 1).eval()
     label = str((getattr(config, "id2label", None) or {}).get(index, f"LABEL_{index}"))
     head = reward_model.describe() | {"read_at": read, "label": label, "source": source}
     log.info("%s: %s %s, formatting %s, reward read at %s", source, config.model_type, architecture, spec.kind, read)
-    return Imported(reward_model, tokenizer, spec, head, pad_for_batches)
+    return Imported(reward_model, tokenizer, spec, head, pad_for_batches, objectives)
+
+
+def _name(label: object) -> str:
+    """A label as an objective name (letters, digits, _ and -)."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", str(label)).strip("_") or "label"
+    return name if re.match(r"[A-Za-z_]", name) else f"label_{name}"
 
 
 def _with_length(spec: FormatSpec, max_length: int) -> FormatSpec:

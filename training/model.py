@@ -107,21 +107,22 @@ def freeze_lower(model: Any, layers: int, embeddings: bool) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def load_backbone(base: str, attn_implementation: str | None = "sdpa") -> tuple[Any, Any, str]:
+def load_backbone(base: str, attn_implementation: str | None = "sdpa", heads: int = 1) -> tuple[Any, Any, str]:
     """(model, tokenizer, architecture) for a hub name or local folder, with a pad token set."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     if not getattr(tokenizer, "is_fast", False) or getattr(tokenizer, "backend_tokenizer", None) is None:
         raise ValueError(f"{base}: needs a fast tokenizer (tokenizer.json), which the service loads")
-    config = AutoConfig.from_pretrained(base, num_labels=1)
+    config = AutoConfig.from_pretrained(base, num_labels=heads)  # one linear head output per objective
     architecture = architecture_of(config)
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise ValueError(f"{base}: tokenizer has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token  # safe: rewards are read through the attention mask
     config.pad_token_id = tokenizer.pad_token_id
-    kwargs: dict[str, Any] = {"config": config}
+    # A base that already has a one-output head gets a fresh head with one output per objective.
+    kwargs: dict[str, Any] = {"config": config, "ignore_mismatched_sizes": heads > 1}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
@@ -187,13 +188,17 @@ def choose_pooling(model: Any, architecture: str, base: str, requested: str) -> 
 class RewardModel(nn.Module):
     """(input_ids, attention_mask[, token_type_ids]) -> rewards of shape (batch,)."""
 
-    def __init__(self, model: Any, architecture: str, pooling: str = "cls", label_index: int = 0) -> None:
+    def __init__(
+        self, model: Any, architecture: str, pooling: str = "cls", label_index: int = 0, heads: int = 1
+    ) -> None:
         super().__init__()
         self.model = model
         self.architecture = architecture
         # Decoders trained here read the last real token; imported ones may read where transformers does ("head").
         self.pooling = "last" if architecture == "decoder" and pooling != "head" else pooling
         self.label_index = label_index
+        # heads > 1: one reward per objective, forward returns (batch, heads); else (batch,), read at label_index.
+        self.heads = heads
         # RoBERTa-style configs have a single segment: their pair ids carry no usable token types.
         self.uses_token_types = architecture == "encoder" and getattr(model.config, "type_vocab_size", 0) >= 2
         if architecture == "decoder" and self.pooling == "last" and not hasattr(model, "score"):
@@ -211,7 +216,7 @@ class RewardModel(nn.Module):
             if self.architecture == "decoder":
                 kwargs["use_cache"] = False  # one forward pass: no key/value cache to build (or trace)
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-            return out.logits[:, self.label_index]
+            return self._read(out.logits)
         if self.pooling == "completion-mean":
             assert token_type_ids is not None, "completion-mean pooling needs token_type_ids"
             hidden = self.model.base_model(
@@ -220,12 +225,15 @@ class RewardModel(nn.Module):
             # Segment B: the completion and its closing separator, so an empty completion still has a state.
             weights = (attention_mask * token_type_ids).unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-            return self.model.classifier(pooled)[:, 0]
+            return self._read(self.model.classifier(pooled))
         base = self.model.base_model
         hidden = base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         last = attention_mask.long().sum(dim=1) - 1  # right padding: the last real token (the appended EOS)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        return self.model.score(pooled)[:, 0]
+        return self._read(self.model.score(pooled))
+
+    def _read(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, : self.heads] if self.heads > 1 else logits[:, self.label_index]
 
     def describe(self) -> dict[str, Any]:
         """BundleMeta.reward_head: the family, the pooling and where the reward is read, in words."""
@@ -242,6 +250,7 @@ class RewardModel(nn.Module):
             "pooling": self.pooling,
             "read_at": read_at,
             "label_index": self.label_index,
+            "heads": self.heads,
         }
 
     def fp32_copy(self, path: str | os.PathLike[str]) -> RewardModel:
@@ -254,7 +263,7 @@ class RewardModel(nn.Module):
         from transformers import AutoModelForSequenceClassification
 
         model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
-        return RewardModel(model, self.architecture, self.pooling, self.label_index).eval()
+        return RewardModel(model, self.architecture, self.pooling, self.label_index, self.heads).eval()
 
     def save_backbone(self, path: str | os.PathLike[str], tokenizer: Any) -> None:
         """Save the fine-tuned backbone as a plain transformers checkpoint (for users who want torch)."""

@@ -24,11 +24,12 @@ from .loss import bradley_terry_loss
 class PairDataset(Dataset[dict[str, Any]]):
     """Pairs tokenised once, up front, through the same Formatter the service uses, grouped by prompt."""
 
-    def __init__(self, pairs: Sequence[PreferencePair], formatter: Formatter) -> None:
+    def __init__(self, pairs: Sequence[PreferencePair], formatter: Formatter, objectives: Sequence[str] = ()) -> None:
         chosen = formatter.encode_many([p.prompt for p in pairs], [p.chosen for p in pairs])
         rejected = formatter.encode_many([p.prompt for p in pairs], [p.rejected for p in pairs])
+        head = {name: i for i, name in enumerate(objectives)}  # the head each pair's loss goes to (multi-objective)
         self.items = [
-            {"chosen": c, "rejected": r, "margin": p.margin or 0.0}
+            {"chosen": c, "rejected": r, "margin": p.margin or 0.0, "objective": head.get(p.objective, 0)}
             for p, c, r in zip(pairs, chosen, rejected, strict=True)
         ]
         self.distinct_texts = len(dedupe(chosen + rejected)[0])
@@ -165,6 +166,7 @@ class PairCollator:
         batch["chosen_row"] = torch.tensor(rows[: len(features)])
         batch["rejected_row"] = torch.tensor(rows[len(features) :])
         batch["margin"] = torch.tensor([f["margin"] for f in features], dtype=torch.float32)
+        batch["objective"] = torch.tensor([f.get("objective", 0) for f in features], dtype=torch.long)
         return batch
 
 
@@ -240,6 +242,9 @@ class RewardTrainer(Trainer):
         margin = inputs["margin"]
         rewards = model(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids")).float()
         chosen, rejected = rewards[inputs["chosen_row"]], rewards[inputs["rejected_row"]]
+        if rewards.dim() == 2:  # one head per objective: each pair's loss reads its own objective's head only
+            objective = inputs["objective"].unsqueeze(1)
+            chosen, rejected = chosen.gather(1, objective)[:, 0], rejected.gather(1, objective)[:, 0]
         loss = bradley_terry_loss(chosen, rejected, margin, self.center_rewards_coefficient)
         if model.training:
             self._accumulate(chosen.detach(), rejected.detach())

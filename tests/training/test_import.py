@@ -115,8 +115,9 @@ def test_what_cannot_be_served_faithfully_is_refused(
     config = tf.AutoConfig.from_pretrained(source, id2label={0: "helpful", 1: "harmless"})
     tf.AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "two")
     tf.AutoTokenizer.from_pretrained(source).save_pretrained(tmp_path / "two")
-    assert main(["--model", str(tmp_path / "two"), "--out", str(tmp_path / "x")]) == 2
-    assert "2 labels (helpful, harmless); choose the reward with --label-index" in capsys.readouterr().err
+    # Several labels become objectives (one reward each); --label-index picks one as the reward instead.
+    assert main(["--model", str(tmp_path / "two"), "--out", str(tmp_path / "x"), "--precisions", "fp32"]) == 0
+    assert read_bundle(tmp_path / "x").meta.objectives == ["helpful", "harmless"]
     assert main(["--model", str(tmp_path / "two"), "--out", str(tmp_path / "y"), "--label-index", "1"]) == 0
     assert read_bundle(tmp_path / "y").meta.reward_head["label"] == "harmless"
     config = (tmp_path / "two" / "config.json").read_text().replace("BertForSequenceClassification", "BertRewardHead")

@@ -204,3 +204,47 @@ def make_tiny_decoder(path: Path, family: str) -> Path:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def make_tiny_lm(path: Path, family: str, chat: bool | None = None) -> Path:
+    """A randomly initialised 2-layer causal LM (a policy) with a real BPE tokenizer: `gpt2` or `llama`; with a chat
+    template when `chat` (default: llama only)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe_tokenizer(add_bos=family == "gpt2"), bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    if chat if chat is not None else family == "llama":
+        tok.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    model: Any
+    if family == "gpt2":
+        model = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=len(tok),
+                n_embd=32,
+                n_layer=2,
+                n_head=2,
+                n_positions=128,
+                bos_token_id=tok.bos_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        )
+    else:
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=len(tok),
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=128,
+                bos_token_id=tok.bos_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        )
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from labelling import make_tiny_lm
+from builders import make_tiny_lm
 from servers import LiveServer
 
 

@@ -6,10 +6,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
-from builders import CHAT_TEMPLATE, bpe_tokenizer
 
 from collect.candidates import Candidates
 from collect.db import add_annotator, connect, import_candidates, open_db
@@ -17,48 +15,6 @@ from collect.queue import Queue
 
 CLI = [sys.executable, "-m", "collect"]
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "preferences"
-
-
-def make_tiny_lm(path: Path, family: str) -> Path:
-    """A randomly initialised 2-layer causal LM with a real BPE tokenizer: `gpt2` (no chat template) or `llama`."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=bpe_tokenizer(add_bos=family == "gpt2"), bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
-    torch.manual_seed(0)
-    model: Any
-    if family == "gpt2":
-        model = GPT2LMHeadModel(
-            GPT2Config(
-                vocab_size=len(tok),
-                n_embd=32,
-                n_layer=2,
-                n_head=2,
-                n_positions=128,
-                bos_token_id=tok.bos_token_id,
-                eos_token_id=tok.eos_token_id,
-            )
-        )
-    else:
-        tok.chat_template = CHAT_TEMPLATE
-        model = LlamaForCausalLM(
-            LlamaConfig(
-                vocab_size=len(tok),
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                max_position_embeddings=128,
-                bos_token_id=tok.bos_token_id,
-                eos_token_id=tok.eos_token_id,
-            )
-        )
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def candidates(prompts: int, per_prompt: int) -> Candidates:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from builders import CHAT_TEMPLATE, TOPICS, bpe_tokenizer
+from builders import TOPICS, make_tiny_lm
 from servers import LiveServer
 
 from service.client import RewardClient, RewardFunction
@@ -18,32 +18,7 @@ trl = pytest.importorskip("trl", reason="trl is in the dev extra")
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer GPT-2 language model with a real byte-level BPE tokenizer and a chat template."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    path = tmp_path_factory.mktemp("policy")
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=bpe_tokenizer(add_bos=False),
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="</s>",
-    )
-    tok.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=len(tok),
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        n_positions=128,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    GPT2LMHeadModel(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return make_tiny_lm(tmp_path_factory.mktemp("policy"), "gpt2", chat=True)
 
 
 @pytest.mark.parametrize("conversational", [False, True])

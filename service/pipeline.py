@@ -65,6 +65,8 @@ class ScoreResult:
     @property
     def raw(self) -> np.ndarray:
         """The reward of each pair: a multi-objective bundle's heads combined with its default weights."""
+        if self.heads.ndim == 1:
+            return self.heads
         return np.asarray(combine(self.heads, self.model.bundle.meta), dtype=np.float32)
 
     @property

@@ -10,7 +10,7 @@ from reward_models import DECODERS, FAMILIES, documented_score, make_reward_mode
 
 from models.bundle import read_bundle
 from models.runtime import BundleScorer
-from training.export import main
+from training.imported import main
 
 PROMPTS = ["Question 1: tell me something about tea.", "Question 2: tell me something about maps and stars?", "hi"]
 COMPLETIONS = ["tea is kind.", "maps is awful wrong useless nonsense junk, and stars is glad.", "sure"]

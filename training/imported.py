@@ -33,7 +33,7 @@ FORMATTINGS = ("auto", "pair", "chat", "plain")
 DEFAULT_MAX_LENGTH = 4096  # decoders' position tables run to 32k+; a reward rarely needs more than this
 
 
-class ImportError_(ValueError):
+class ImportRefused(ValueError):
     """A checkpoint this project cannot serve faithfully; the message says why and what to pass instead."""
 
 
@@ -55,17 +55,17 @@ def load_reward_model(
     append_eos: bool = False,
     trust_remote_code: bool = False,
 ) -> Imported:
-    """Load `source` (folder or hub id) in fp32, check it, and decide its formatting; ImportError_ if it cannot be
+    """Load `source` (folder or hub id) in fp32, check it, and decide its formatting; ImportRefused if it cannot be
     served as transformers scores it."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     if formatting not in FORMATTINGS:
-        raise ImportError_(f"--formatting {formatting!r}: choose from {', '.join(FORMATTINGS)}")
+        raise ImportRefused(f"--formatting {formatting!r}: choose from {', '.join(FORMATTINGS)}")
     config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     heads = [a for a in (getattr(config, "architectures", None) or []) if not a.endswith("ForSequenceClassification")]
     if heads:
-        raise ImportError_(
+        raise ImportRefused(
             f"{source}: {heads[0]} is a custom reward head; only plain *ForSequenceClassification models are served "
             "exactly as transformers scores them (convert it to one first)"
         )
@@ -80,11 +80,11 @@ def load_reward_model(
         objectives = [f"label_{i}" for i in range(labels)]
     index = label_index or 0
     if not 0 <= index < labels:
-        raise ImportError_(f"--label-index {index}: the model has {labels} labels")
+        raise ImportRefused(f"--label-index {index}: the model has {labels} labels")
     architecture = architecture_of(config)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     if not getattr(tokenizer, "is_fast", False):
-        raise ImportError_(f"{source}: needs a fast tokenizer (tokenizer.json), which the service loads")
+        raise ImportRefused(f"{source}: needs a fast tokenizer (tokenizer.json), which the service loads")
     model = AutoModelForSequenceClassification.from_pretrained(
         source, dtype=torch.float32, trust_remote_code=trust_remote_code
     ).eval()
@@ -139,7 +139,7 @@ def _spec(source: str, tokenizer: Any, architecture: str, formatting: str, appen
         eos = tokenizer.pad_token_id
     if kind == "chat":
         if not template:
-            raise ImportError_(f"{source}: --formatting chat, but the tokenizer has no chat template")
+            raise ImportRefused(f"{source}: --formatting chat, but the tokenizer has no chat template")
         tokens = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
         return FormatSpec("chat", limit, eos, False, template, tokens, append_eos=append_eos)
     return FormatSpec("concat", limit, eos, add_special_tokens=True, append_eos=append_eos)
@@ -214,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         eval_files = {f: load_pairs([f], skip_invalid=args.skip_invalid) for f in args.eval_data or []}
         calibration = load_pairs(args.calibration_data, skip_invalid=args.skip_invalid) if args.calibration_data else []
-    except (ImportError_, DataError, OSError, ValueError) as e:
+    except (ImportRefused, DataError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     split = "eval_data" if eval_files else "calibration_data" if calibration else "none"

@@ -1,10 +1,11 @@
-"""The training precision: whether bf16 autocast is used, decided by measurement on CPUs, and why.
+"""The training precision: whether bf16 autocast is used, decided from measurements, and why.
 
-On a GPU with bf16 tensor cores bf16 always pays. On a CPU it depends on the chip: where oneDNN has native bf16
-kernels (AVX-512 BF16, AMX) a MiniLM step ran 2.3x faster than fp32 here; where it emulates them (AVX2 only)
-8x slower. So `auto` on a CPU without native kernels is off without a trial, and on one with them it times a
-few real training steps of the actual backbone on a real batch in both precisions, and turns bf16 on only if
-it measured at least MIN_SPEEDUP faster. The decision and its figures go into the bundle's training summary.
+On a GPU with bf16 tensor cores `auto` uses bf16. On a CPU it depends on the chip and was measured (docs/hardware.md):
+where oneDNN emulates bf16 (AVX2 only) it ran 8x slower than fp32, so `auto` is off there without a trial; where
+it has native kernels (AVX-512 BF16, AMX) the default recipe trained 1.72x faster but scored 1.3 and 2.5 points
+lower held-out accuracy in two paired fits (seeds 0 and 1), above the 0.5-point cost bf16 may have to become the
+default. So `auto` stays fp32 on CPUs too, and on a CPU with native bf16 it still times a few real training steps
+of the actual backbone in both precisions, so the summary says what `--bf16 on` would buy on this machine.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any
 import torch
 
 log = logging.getLogger("training.precision")
-# bf16 must buy at least this much speed to be the default (the accuracy cost measured on the default recipe
-# was within noise, docs/hardware.md); below it fp32's exactness wins.
+# What bf16 would have to buy, at most 0.5 points of accuracy cost, to be a CPU default (the cost measured on the
+# default recipe was 1.3-2.5 points, so it is not; the probe's figure is recorded for `--bf16 on`).
 MIN_SPEEDUP = 1.3
+MEASURED_CPU_COST = "1.3-2.5 points of held-out accuracy on the default recipe (docs/hardware.md)"
 # Timed steps per precision, after one warm-up step: at least MIN_CALLS and PROBE_SECONDS, at most MAX_CALLS; the
 # fastest counts (the least disturbed by anything else running).
 MIN_CALLS, MAX_CALLS, PROBE_SECONDS = 3, 12, 1.5
@@ -101,11 +103,15 @@ def decide_bf16(
     if step is None:
         return Bf16Decision(False, setting, device, "native bf16, but nothing to time it on")
     fp32, bf16 = timer(step, False, device), timer(step, True, device)
-    enabled = fp32 / bf16 >= MIN_SPEEDUP
-    verdict = "faster" if enabled else "not enough faster"
-    reason = f"native bf16 timed {fp32 / bf16:.2f}x fp32 on this CPU ({verdict}; threshold {MIN_SPEEDUP}x)"
+    if fp32 / bf16 < MIN_SPEEDUP:
+        reason = f"native bf16 timed only {fp32 / bf16:.2f}x fp32 on this CPU (under {MIN_SPEEDUP}x)"
+    else:
+        reason = (
+            f"native bf16 timed {fp32 / bf16:.2f}x fp32 on this CPU, but cost {MEASURED_CPU_COST}: "
+            "--bf16 on trades that accuracy for the speed"
+        )
     log.info("bf16 probe: fp32 %.3fs/step, bf16 %.3fs/step: %s", fp32, bf16, reason)
-    return Bf16Decision(enabled, setting, device, reason, round(fp32, 4), round(bf16, 4))
+    return Bf16Decision(False, setting, device, reason, round(fp32, 4), round(bf16, 4))
 
 
 def training_step_probe(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> Callable[[], None]:

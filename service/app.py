@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from fastapi import FastAPI, HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -91,6 +93,22 @@ class RequestMetrics:
             self.metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
 
 
+def with_objectives(schema: dict[str, Any], objectives: tuple[str, ...] | None) -> dict[str, Any]:
+    """Narrow every request's `weights` to the objective names the loaded model has (none for one reward), so a
+    body the schema accepts is one the service accepts; unchanged while no model is loaded."""
+    if objectives is None:
+        return schema
+    for model in schema.get("components", {}).get("schemas", {}).values():
+        weights = model.get("properties", {}).get("weights", {})
+        for option in weights.get("anyOf", []):
+            if option.get("type") == "object":
+                if objectives:
+                    option["propertyNames"] = {"enum": list(objectives)}
+                else:
+                    option["maxProperties"] = 0
+    return schema
+
+
 def create_app(settings: Settings, opened: Served | None = None) -> FastAPI:
     """The app; `opened` is the bundle `python -m service` already opened and checked (else the lifespan opens it)."""
     metrics = Metrics()
@@ -116,6 +134,18 @@ def create_app(settings: Settings, opened: Served | None = None) -> FastAPI:
         lifespan=lifespan,
         strict_content_type=False,
     )
+    static_openapi = app.openapi
+    published: dict[tuple[str, ...] | None, dict[str, Any]] = {}
+
+    def openapi() -> dict[str, Any]:
+        """The schema, with `weights` naming the live model's objectives (a model with one reward takes none)."""
+        model = pipeline.model
+        key = tuple(model.bundle.meta.objectives) if model is not None else None
+        if key not in published:
+            published[key] = with_objectives(copy.deepcopy(static_openapi()), key)
+        return published[key]
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.settings = settings
     app.state.pipeline = pipeline
     app.state.metrics = metrics

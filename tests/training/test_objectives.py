@@ -100,6 +100,8 @@ def test_the_service_answers_per_objective(two_heads: Path) -> None:
         assert ranked["ranking"] == [1, 0] and "objectives" in ranked  # the blunt head prefers the rude answer
         openrlhf = c.post("/get_reward", json={"query": ["\n\nHuman: tea?\n\nAssistant: tea is kind."]}).json()
         assert set(openrlhf["extra_logs"]) >= {"friendly", "blunt", "raw_reward"}
+        schema = c.get("/openapi.json").json()["components"]["schemas"]["ScoreRequest"]["properties"]["weights"]
+        assert {"propertyNames": {"enum": ["friendly", "blunt"]}}.items() <= schema["anyOf"][0].items()
         info = c.get("/info").json()
         assert info["objectives"] == ["friendly", "blunt"] and info["weights"] == {"friendly": 0.75, "blunt": 0.25}
 

@@ -136,8 +136,13 @@ def plain_message(message: Mapping[str, Any], images: str = "refuse") -> dict[st
         text = "\n".join(parts)
     else:
         raise FormatError("message 'content' must be a string, a list of content blocks, or null")
-    for call in message.get("tool_calls") or []:
-        function = call.get("function", call) if isinstance(call, Mapping) else {}
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list) or not all(isinstance(c, Mapping) for c in calls):
+        raise FormatError("'tool_calls' must be a list of objects")
+    for call in calls:
+        function = call.get("function", call)
+        if not isinstance(function, Mapping):
+            raise FormatError("a tool call's 'function' must be an object")
         arguments = function.get("arguments", {})
         if isinstance(arguments, str):
             with contextlib.suppress(ValueError):  # OpenAI sends a JSON string; keep one that is not JSON as is

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from models.formatting import Text
+from models.formatting import FormatError, Text, plain_message
 
 from . import errors, routes
 from .deps import AcceptingPipeline, ApiKey
@@ -247,12 +247,16 @@ class TextPart(BaseModel):
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # name, tool_calls, ... are not read
+    model_config = ConfigDict(extra="allow")  # tool_calls are rendered into the text; name and the like are not read
     role: Utf8Str
-    content: Annotated[Utf8Str | list[TextPart], BeforeValidator(_text_parts_only)]
+    content: Annotated[Utf8Str | list[TextPart] | None, BeforeValidator(_text_parts_only)] = None
 
     def text(self) -> str:
-        return self.content if isinstance(self.content, str) else "\n".join(p.text for p in self.content)
+        """The message as text, by the one rule every client path follows (models.formatting.plain_message)."""
+        try:
+            return plain_message(self.model_dump())["content"]
+        except FormatError as e:
+            raise InvalidInput(str(e), field="messages") from None
 
 
 class PoolingChatRequest(_Pooling):

@@ -105,6 +105,7 @@ def test_vllm_pooling_docs_example_and_messages(client: TestClient, tiny_bundle:
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"id", "object", "created", "model", "data", "usage"} and body["id"] == "pooling-abc"
+    print("vLLM /pooling:", body)
     assert body["object"] == "list" and body["model"] == read_bundle(tiny_bundle).meta.model_id
     assert isinstance(body["created"], int) and set(body["usage"]) == USAGE
     assert [d["index"] for d in body["data"]] == [0, 1] and {d["object"] for d in body["data"]} == {"pooling"}

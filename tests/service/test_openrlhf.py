@@ -122,6 +122,7 @@ def test_openrlhf_rollouts_get_their_rewards(agent: Any, policy_tokenizer: Any, 
             # The policy's ChatML was recognised and the reward model got its own formatting of the same turns.
             assert out["reward"][0] == pytest.approx(expected(server.url, question), abs=1e-6)
             assert set(out["extra_logs"]) == {"raw_reward", "truncated"}
+        print("OpenRLHF rollout:", {k: v for k, v in normal[0].items() if k in ("reward", "scores", "extra_logs")})
         counts = split_counts(server.url)
         print("rm_openrlhf_splits_total:", counts)
         assert counts[("prefix", "chatml")] == 4 + 16 and counts[("suffix", "chatml")] == 1
@@ -145,6 +146,7 @@ def test_two_replicas_share_a_rollout(agent: Any, policy_tokenizer: Any, tiny_bu
                 httpx.get(s.url + "/metrics").text,
             )
             served.append(float(line.group(1)) if line else 0.0)
+        print("/get_reward requests per replica:", served)
         assert served == [8.0, 8.0]
     finally:
         for s in servers:

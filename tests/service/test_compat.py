@@ -60,6 +60,7 @@ def test_tei_predict_follows_its_grammar_with_sigmoid_by_default(client: TestCli
     assert client.post("/predict", json={"inputs": ["q", "d"]}).json()[0]["score"] == pytest.approx(sigmoid(pair))
     assert client.post("/predict", json={"inputs": TRANSCRIPT}).json()[0]["score"] == pytest.approx(sigmoid(transcript))
     batch = client.post("/predict", json={"inputs": [["I like you."], ["q", "d"]], "raw_scores": True}).json()
+    print("TEI /predict:", single.json(), "raw_scores:", batch)
     assert batch == [[{"score": like, "label": "LABEL_0"}], [{"score": pair, "label": "LABEL_0"}]]  # raw: /score's
     assert (
         client.post("/predict", json={"inputs": ["I like you."], "unknown": 1}).json()[0]["score"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,27 @@ def test_torchrun_two_processes_fit_export_and_resume(tiny_bert: Path, synthetic
     assert again["resumed_from"] and again["steps"] > summary["steps"]
     assert again["data_parallel"]["full_epochs_checked"] == [2]
     assert again["data_parallel"]["each_pair_once_per_epoch"] is True
+
+
+def test_a_rank_that_crashes_mid_fit_leaves_no_bundle(tiny_bert: Path, synthetic_data: Path, tmp_path: Path) -> None:
+    """SIGKILL rank 1 once the fit has saved its first checkpoint: the launcher fails and no bundle is written."""
+    psutil = pytest.importorskip("psutil")
+    out = tmp_path / "crash"
+    argv = tiny_fit_argv(tiny_bert, synthetic_data, out, epochs=40, save_steps=2)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen([*cmd, "-m", "training.fit", *argv], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        checkpoints = Path(str(out) + ".work") / "checkpoints"
+        deadline = time.monotonic() + 240
+        while not (checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))):
+            assert launcher.poll() is None and time.monotonic() < deadline, "the fit ended before its first checkpoint"
+            time.sleep(0.05)
+        [rank1] = [p for p in psutil.Process(launcher.pid).children(recursive=True) if p.environ().get("RANK") == "1"]
+        rank1.kill()
+        _, stderr = launcher.communicate(timeout=240)
+    finally:
+        launcher.kill()
+    assert launcher.returncode != 0, "the launcher must report the crash"
+    assert not (out / "reward_model.json").exists(), stderr[-2000:]
+    assert "checkpoint-" in " ".join(p.name for p in checkpoints.iterdir())  # it did crash mid-fit

@@ -1,5 +1,5 @@
-"""TRL unchanged but for its URL: a real GRPOTrainer (2 steps, CPU, a tiny random GPT-2 policy) rewarded by the live
-service, with string prompts and with conversational prompts."""
+"""TRL unchanged but for its URL: real GRPOTrainer and RLOOTrainer runs (2 steps, CPU, a tiny random GPT-2 policy)
+rewarded by the live service, with string prompts and with conversational prompts, and OnlineDPOTrainer."""
 
 from __future__ import annotations
 
@@ -21,17 +21,22 @@ def policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_lm(tmp_path_factory.mktemp("policy"), "gpt2", chat=True)
 
 
-@pytest.mark.parametrize("conversational", [False, True])
-def test_grpo_logs_the_services_rewards(
-    conversational: bool, policy: Path, live_server: LiveServer, tmp_path: Path
-) -> None:
+def dataset(conversational: bool) -> Any:
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
 
     questions = [f"Question {i}: tell me something about {t}." for i, t in enumerate(TOPICS[:4])]
     prompts: list[Any] = [[{"role": "user", "content": q}] for q in questions] if conversational else questions
-    args = GRPOConfig(
-        output_dir=str(tmp_path / "grpo"),
+    return Dataset.from_dict({"prompt": prompts})
+
+
+@pytest.mark.parametrize("trainer_name", ["GRPO", "RLOO"])
+@pytest.mark.parametrize("conversational", [False, True])
+def test_grpo_and_rloo_log_the_services_rewards(
+    trainer_name: str, conversational: bool, policy: Path, live_server: LiveServer, tmp_path: Path
+) -> None:
+    config_class, trainer_class = getattr(trl, trainer_name + "Config"), getattr(trl, trainer_name + "Trainer")
+    args = config_class(
+        output_dir=str(tmp_path / "out"),
         use_cpu=True,
         bf16=False,
         gradient_checkpointing=False,
@@ -46,9 +51,7 @@ def test_grpo_logs_the_services_rewards(
         save_strategy="no",
     )
     reward = RewardFunction(live_server.url, name="service_rm")
-    trainer = GRPOTrainer(
-        model=str(policy), reward_funcs=[reward], args=args, train_dataset=Dataset.from_dict({"prompt": prompts})
-    )
+    trainer = trainer_class(model=str(policy), reward_funcs=[reward], args=args, train_dataset=dataset(conversational))
     trainer.train()
     logged = list(
         zip(trainer._logs["prompt"], trainer._logs["completion"], trainer._logs["rewards"]["service_rm"], strict=True)
@@ -56,6 +59,53 @@ def test_grpo_logs_the_services_rewards(
     assert len(logged) >= 4  # the last generation batch (TRL keeps one batch of logs)
     with RewardClient(live_server.url) as rm:
         direct = rm.score([p for p, _, _ in logged], [c for _, c, _ in logged])
-    print(f"GRPO logged {len(logged)} rewards; first: {logged[0][2]!r} (service: {direct[0]!r}) for {logged[0][1]!r}")
+    print(f"{trainer_name} logged {len(logged)} rewards; first: {logged[0][2]!r} (service: {direct[0]!r}) for {logged[0][1]!r}")
     assert [r for _, _, r in logged] == pytest.approx(direct, abs=1e-6)
     assert any("rewards/service_rm/mean" in entry for entry in trainer.state.log_history)
+
+
+class RecordedRewards(RewardFunction):
+    """The service's reward function, keeping what TRL asked and what it got (OnlineDPO logs only means)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, name="service_rm")
+        self.calls: list[tuple[list[Any], list[Any], list[float | None]]] = []
+
+    def __call__(self, prompts: Any, completions: Any, **kwargs: Any) -> list[float | None]:
+        rewards = super().__call__(prompts, completions, **kwargs)
+        self.calls.append((list(prompts), list(completions), rewards))
+        return rewards
+
+
+def test_online_dpo_ranks_its_pairs_by_the_services_rewards(
+    policy: Path, live_server: LiveServer, tmp_path: Path
+) -> None:
+    from transformers import AutoTokenizer
+    from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
+
+    args = OnlineDPOConfig(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=2,
+        max_new_tokens=8,
+        max_steps=2,
+        logging_steps=1,
+        report_to="none",
+        seed=0,
+        save_strategy="no",
+    )
+    reward = RecordedRewards(live_server.url)
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    trainer = OnlineDPOTrainer(
+        model=str(policy), reward_funcs=reward, args=args, train_dataset=dataset(True), processing_class=tokenizer
+    )
+    trainer.train()
+    assert len(reward.calls) == 2  # one call per step, both completions of each prompt
+    with RewardClient(live_server.url) as rm:
+        for prompts, completions, rewards in reward.calls:
+            assert rewards == pytest.approx(rm.score(prompts, completions), abs=1e-6)
+    logged = [entry["objective/scores"] for entry in trainer.state.log_history if "objective/scores" in entry]
+    means = [sum(r for r in rewards if r is not None) / len(rewards) for _, _, rewards in reward.calls]
+    print(f"OnlineDPO logged objective/scores {logged}; the service's rewards averaged {means}")
+    assert logged == pytest.approx(means, abs=1e-5)

@@ -59,7 +59,8 @@ def test_grpo_and_rloo_log_the_services_rewards(
     assert len(logged) >= 4  # the last generation batch (TRL keeps one batch of logs)
     with RewardClient(live_server.url) as rm:
         direct = rm.score([p for p, _, _ in logged], [c for _, c, _ in logged])
-    print(f"{trainer_name} logged {len(logged)} rewards; first: {logged[0][2]!r} (service: {direct[0]!r}) for {logged[0][1]!r}")
+    first = f"{logged[0][2]!r} (service: {direct[0]!r}) for {logged[0][1]!r}"
+    print(f"{trainer_name} logged {len(logged)} rewards; first: {first}")
     assert [r for _, _, r in logged] == pytest.approx(direct, abs=1e-6)
     assert any("rewards/service_rm/mean" in entry for entry in trainer.state.log_history)
 

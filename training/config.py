@@ -90,6 +90,13 @@ class FitConfig:
         "combination the service returns as the reward, e.g. 'helpful=0.7,harmless=0.3' (default: equal weights).",
         default=None,
     )
+    length_head: float = _opt(
+        "ODIN-style length control, as the weight of its decorrelation term (0: off): a length head (a learned "
+        "reward per log-length, trained but never served) is added to every objective's reward in the "
+        "Bradley–Terry loss, and each served head pays this weight times its squared covariance with the batch's "
+        "standardised log completion length, so a length preference in the data goes to the head that is dropped.",
+        default=0.0,
+    )
     seed: int = _opt("Seed for the prompt split, the head's initialisation and batch order.", default=0)
     threads: int | None = _opt("torch intra-op threads (default: torch's choice).", default=None)
     skip_invalid: bool = _opt(

@@ -69,7 +69,8 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
     objectives = objectives_of(train_pairs)
     state = PartialState(cpu=not on_gpu)  # under a launcher: joins the process group now, for _rank0s below
     base = cfg.base or default_base()
-    model, tokenizer, architecture = load_backbone(base, heads=len(objectives) or 1)
+    heads = len(objectives) or 1
+    model, tokenizer, architecture = load_backbone(base, heads=heads)
     if not cfg.dropout:
         disable_dropout(model)
     frozen_layers = layers_to_freeze(model, cfg.freeze_layers)
@@ -88,7 +89,7 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
     )
     pooling = choose_pooling(model, architecture, base, cfg.pooling)
     log.info("%s backbone %s, pooling %s", architecture, base, pooling)
-    reward_model = RewardModel(model, architecture, pooling, heads=len(objectives) or 1)
+    reward_model = RewardModel(model, architecture, pooling, heads=heads, length_head=bool(cfg.length_head))
     collator = PairCollator(tokenizer.pad_token_id)
     probe = None if on_gpu or not state.is_main_process else _probe_step(reward_model, dataset, collator, cfg)
     bf16 = _rank0s(decide_bf16(cfg.bf16, probe, cuda=on_gpu), state)
@@ -120,6 +121,7 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         train_dataset=dataset,
         data_collator=collator,
         center_rewards_coefficient=cfg.center_rewards_coefficient,
+        length_weight=cfg.length_head,
     )
     resume = _last_checkpoint(str(args.output_dir)) if cfg.resume else None
     if cfg.resume and resume is None:
@@ -144,7 +146,10 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         "truncated_train_pairs": dataset.truncated,
         "main_process": state.is_main_process,
         "objectives": objectives,
+        "length_head": cfg.length_head,
     }
+    if reward_model.length_coef is not None:  # what the unserved length head learned: reward per log-length
+        summary["length_coefficient"] = round(float(reward_model.length_coef), 4)
     if trainer.batches is not None:
         whole = list(range(first_whole_epoch, int(trainer.state.epoch + 1e-9)))  # run here from their start
         summary["data_parallel"] = data_parallel_report(trainer.batches, len(dataset), whole)

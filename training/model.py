@@ -189,10 +189,19 @@ class RewardModel(nn.Module):
     """(input_ids, attention_mask[, token_type_ids]) -> rewards of shape (batch,)."""
 
     def __init__(
-        self, model: Any, architecture: str, pooling: str = "cls", label_index: int = 0, heads: int = 1
+        self,
+        model: Any,
+        architecture: str,
+        pooling: str = "cls",
+        label_index: int = 0,
+        heads: int = 1,
+        length_head: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
+        # Training only (--length-head): reward per unit of log(1 + completion characters), learned beside the
+        # served heads so a length preference in the data has somewhere to go; never exported.
+        self.length_coef = nn.Parameter(torch.zeros(())) if length_head else None
         self.architecture = architecture
         # Decoders trained here read the last real token; imported ones may read where transformers does ("head").
         self.pooling = "last" if architecture == "decoder" and pooling != "head" else pooling

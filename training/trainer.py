@@ -14,11 +14,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import Trainer
 
-from models.formatting import Encoded, Formatter, dedupe
+from models.formatting import Encoded, Formatter, completion_text, dedupe
 from models.inputs import pad
 
 from .data import PreferencePair
-from .loss import bradley_terry_loss
+from .loss import bradley_terry_loss, length_penalty
 
 
 class PairDataset(Dataset[dict[str, Any]]):
@@ -29,7 +29,13 @@ class PairDataset(Dataset[dict[str, Any]]):
         rejected = formatter.encode_many([p.prompt for p in pairs], [p.rejected for p in pairs])
         head = {name: i for i, name in enumerate(objectives)}  # the head each pair's loss goes to (multi-objective)
         self.items = [
-            {"chosen": c, "rejected": r, "margin": p.margin or 0.0, "objective": head.get(p.objective, 0)}
+            {
+                "chosen": c,
+                "rejected": r,
+                "margin": p.margin or 0.0,
+                "objective": head.get(p.objective, 0),
+                "lengths": (len(completion_text(p.chosen)), len(completion_text(p.rejected))),  # characters
+            }
             for p, c, r in zip(pairs, chosen, rejected, strict=True)
         ]
         self.distinct_texts = len(dedupe(chosen + rejected)[0])
@@ -155,7 +161,8 @@ def pad_batch(seqs: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 class PairCollator:
-    """A batch of B pairs -> one padded tensor of its distinct texts, where each pair's two texts sit, B margins."""
+    """A batch of B pairs -> one padded tensor of its distinct texts, where each pair's two texts sit, B margins,
+    each pair's objective, and each text's completion length (for the length head)."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
@@ -167,6 +174,11 @@ class PairCollator:
         batch["rejected_row"] = torch.tensor(rows[len(features) :])
         batch["margin"] = torch.tensor([f["margin"] for f in features], dtype=torch.float32)
         batch["objective"] = torch.tensor([f.get("objective", 0) for f in features], dtype=torch.long)
+        pair_lengths = [f.get("lengths", (0, 0)) for f in features]
+        lengths = torch.zeros(len(texts))
+        for row, length in zip(rows, [c for c, _ in pair_lengths] + [r for _, r in pair_lengths], strict=True):
+            lengths[row] = float(length)
+        batch["length"] = lengths
         return batch
 
 
@@ -204,9 +216,18 @@ class RewardTrainer(Trainer):
 
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
 
-    def __init__(self, *args: Any, center_rewards_coefficient: float | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        center_rewards_coefficient: float | None = None,
+        length_weight: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.center_rewards_coefficient = center_rewards_coefficient
+        # > 0: the model's training-only length head takes the length preference (ODIN-style); the served
+        # heads pay this weight times their squared correlation with length.
+        self.length_weight = length_weight
         self._sums: dict[str, float] = {}
         self._count = 0
         self.batches: PromptBatches | None = None  # the sampler of the last train loader (data_parallel_report)
@@ -245,7 +266,17 @@ class RewardTrainer(Trainer):
         if rewards.dim() == 2:  # one head per objective: each pair's loss reads its own objective's head only
             objective = inputs["objective"].unsqueeze(1)
             chosen, rejected = chosen.gather(1, objective)[:, 0], rejected.gather(1, objective)[:, 0]
-        loss = bradley_terry_loss(chosen, rejected, margin, self.center_rewards_coefficient)
+        if self.length_weight:  # the pair is judged on reward + length head; the served heads stay off length
+            length_reward = self.accelerator.unwrap_model(model).length_coef * torch.log1p(inputs["length"])
+            loss = bradley_terry_loss(
+                chosen + length_reward[inputs["chosen_row"]],
+                rejected + length_reward[inputs["rejected_row"]],
+                margin,
+                self.center_rewards_coefficient,
+            )
+            loss = loss + self.length_weight * length_penalty(rewards, inputs["length"])
+        else:
+            loss = bradley_terry_loss(chosen, rejected, margin, self.center_rewards_coefficient)
         if model.training:
             self._accumulate(chosen.detach(), rejected.detach())
         if return_outputs:

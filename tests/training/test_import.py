@@ -103,6 +103,7 @@ def test_eval_data_gives_metrics_int8_and_normalisation(minilm_path: str, synthe
     assert main([*argv, "--precisions", "fp32,int8,fp16", "--min-int8-agreement", "0.5"]) == 0
     meta = read_bundle(out).meta
     assert set(meta.precisions) >= {"fp32", "int8"} and meta.eval_metrics["split"] == "eval_data"
+    print("imported bert int8:", {k: v for k, v in meta.parity["int8"].items() if not isinstance(v, dict | list)})
     assert meta.reward_stats["fp32"]["std"] > 0 and meta.eval_metrics["fp32"]["overall"]["n"] == 240
 
 

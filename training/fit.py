@@ -149,7 +149,7 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         "length_head": cfg.length_head,
     }
     if reward_model.length_coef is not None:  # what the unserved length head learned: reward per log-length
-        summary["length_coefficient"] = round(float(reward_model.length_coef), 4)
+        summary["length_coefficient"] = round(reward_model.length_coef.item(), 4)
     if trainer.batches is not None:
         whole = list(range(first_whole_epoch, int(trainer.state.epoch + 1e-9)))  # run here from their start
         summary["data_parallel"] = data_parallel_report(trainer.batches, len(dataset), whole)

@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .formatting import FormatError, FormatSpec
+from .formatting import FormatSpec
+from .messages import FormatError
 
 SCHEMA_VERSION = 2
 # Version 1 bundles read as version 2 ones: 2 added FormatSpec.append_eos (v1 decoders always appended EOS, its

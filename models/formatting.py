@@ -13,31 +13,23 @@ Three kinds, recorded in the bundle as a `FormatSpec`:
   the left.
 
 Messages (lists of ``{"role", "content"}``) given to ``pair``/``concat`` are flattened to the hh-rlhf transcript
-form (``\\n\\nHuman: …\\n\\nAssistant: …``), so a conversation and its transcript string score identically.
+form (``\\n\\nHuman: …\\n\\nAssistant: …``, models.messages), so a conversation and its transcript string score
+identically; chat templates are rendered by models.chat_template.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from typing import Any, Literal, get_args
 
 from tokenizers import Tokenizer
 
-Message = Mapping[str, Any]
-Text = str | Sequence[Message]
+from .chat_template import render_chat
+from .messages import FormatError, Text, completion_text, prompt_text
+
 Kind = Literal["pair", "chat", "concat"]
 KINDS: tuple[str, ...] = get_args(Kind)
-
-_ROLE_LABELS = {"user": "Human", "human": "Human", "assistant": "Assistant", "gpt": "Assistant", "system": "System"}
-ASSISTANT_MARKER = "\n\nAssistant:"
-
-
-class FormatError(ValueError):
-    """A text that cannot be formatted (bad message list, bad template)."""
 
 
 @dataclass(frozen=True)
@@ -109,131 +101,6 @@ def dedupe(encoded: Sequence[Encoded]) -> tuple[list[Encoded], list[int]]:
     return distinct, index
 
 
-def plain_message(message: Mapping[str, Any], images: str = "refuse") -> dict[str, str]:
-    """A chat message as `{role, content}` with string content, from the shapes trainers and OpenAI-style clients
-    send: `content` a string, a list of content blocks (`{"type": "text", "text": …}`; text blocks are joined with
-    newlines), missing or None (empty), and `tool_calls` rendered after the content as `<tool_call>{json}</tool_call>`
-    lines (the Hermes/Qwen convention). A reward model reads text: an image or audio block is refused
-    (`images="refuse"`, FormatError) or dropped (`images="ignore"`)."""
-    if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
-        raise FormatError("a message must be an object with a string 'role'")
-    content = message.get("content")
-    if content is None:
-        text = ""
-    elif isinstance(content, str):
-        text = content
-    elif isinstance(content, Sequence):
-        parts = []
-        for block in content:
-            kind = block.get("type") if isinstance(block, Mapping) else None
-            if kind == "text" and isinstance(block.get("text"), str):
-                parts.append(block["text"])
-            elif images != "ignore" or kind not in ("image", "image_url", "input_audio", "audio", "video"):
-                raise FormatError(
-                    f"a {kind or 'malformed'} content block: a reward model scores text (send text blocks; images "
-                    "can be dropped explicitly with images='ignore')"
-                )
-        text = "\n".join(parts)
-    else:
-        raise FormatError("message 'content' must be a string, a list of content blocks, or null")
-    calls = message.get("tool_calls") or []
-    if not isinstance(calls, list) or not all(isinstance(c, Mapping) for c in calls):
-        raise FormatError("'tool_calls' must be a list of objects")
-    for call in calls:
-        function = call.get("function", call)
-        if not isinstance(function, Mapping):
-            raise FormatError("a tool call's 'function' must be an object")
-        arguments = function.get("arguments", {})
-        if isinstance(arguments, str):
-            with contextlib.suppress(ValueError):  # OpenAI sends a JSON string; keep one that is not JSON as is
-                arguments = json.loads(arguments)
-        rendered = json.dumps({"name": function.get("name"), "arguments": arguments}, ensure_ascii=False)
-        text += ("\n" if text else "") + f"<tool_call>{rendered}</tool_call>"
-    return {"role": message["role"], "content": text}
-
-
-def _check_messages(messages: Sequence[Message]) -> None:
-    for i, m in enumerate(messages):
-        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise FormatError(f"message {i} must be an object with string 'role' and 'content'")
-
-
-def messages_to_text(messages: Sequence[Message]) -> str:
-    """Flatten messages into the hh-rlhf transcript form."""
-    _check_messages(messages)
-    parts = []
-    for m in messages:
-        role = str(m["role"])
-        parts.append(f"\n\n{_ROLE_LABELS.get(role.lower(), role.capitalize())}: {m['content']}")
-    return "".join(parts)
-
-
-def prompt_text(prompt: Text) -> str:
-    """A prompt as text; a message list ends with the assistant marker the completion follows."""
-    if isinstance(prompt, str):
-        return prompt
-    return messages_to_text(prompt) + ASSISTANT_MARKER
-
-
-def completion_text(completion: Text) -> str:
-    """A completion as text; an assistant message continues the prompt's ``Assistant:`` marker."""
-    if isinstance(completion, str):
-        return completion
-    _check_messages(completion)
-    if not completion:
-        return ""
-    first, rest = completion[0], completion[1:]
-    if str(first["role"]).lower() in ("assistant", "gpt"):
-        return " " + str(first["content"]) + messages_to_text(rest)
-    return messages_to_text(completion)
-
-
-def as_messages(text: Text, role: str) -> list[dict[str, Any]]:
-    if isinstance(text, str):
-        return [{"role": role, "content": text}]
-    _check_messages(text)
-    return [dict(m) for m in text]
-
-
-def render_chat(spec: FormatSpec, prompt: Text, completion: Text) -> str:
-    """Render the chat template as transformers' apply_chat_template does (same sandbox, same helpers)."""
-    return _template(spec.chat_template or "", spec.template_date).render(
-        messages=as_messages(prompt, "user") + as_messages(completion, "assistant"),
-        add_generation_prompt=False,
-        tools=None,
-        documents=None,
-        **spec.template_tokens,
-    )
-
-
-_TEMPLATES: dict[tuple[str, str], Any] = {}
-
-
-def _template(source: str, date: str) -> Any:
-    key = (source, date)
-    if key not in _TEMPLATES:
-        from jinja2.exceptions import TemplateError
-        from jinja2.ext import loopcontrols
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        def raise_exception(message: str) -> None:
-            raise TemplateError(message)
-
-        def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, **kw: Any) -> str:
-            return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, **kw)
-
-        fixed = datetime.fromisoformat(date)
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-        env.filters["tojson"] = tojson
-        env.globals["raise_exception"] = raise_exception
-        env.globals["strftime_now"] = fixed.strftime
-        try:
-            _TEMPLATES[key] = env.from_string(source)
-        except TemplateError as e:
-            raise FormatError(f"chat template does not compile: {e}") from e
-    return _TEMPLATES[key]
-
-
 class Formatter:
     """Turns (prompt, completion) pairs into `Encoded` model inputs with a `tokenizers.Tokenizer`."""
 
@@ -259,15 +126,43 @@ class Formatter:
         return self.encode_many([prompt], [completion])[0]
 
     def encode_many(self, prompts: Sequence[Text], completions: Sequence[Text]) -> list[Encoded]:
+        """Every pair's model input; the first pair that cannot be formatted raises FormatError (with `.pair`)."""
+        encoded, failures = self.try_encode_many(prompts, completions)
+        if failures:
+            raise failures[min(failures)]
+        return [e for e in encoded if e is not None]
+
+    def try_encode_many(
+        self, prompts: Sequence[Text], completions: Sequence[Text]
+    ) -> tuple[list[Encoded | None], dict[int, FormatError]]:
+        """Every pair's model input, or None and its FormatError (keyed by the pair's index) for a pair that cannot
+        be formatted: one bad conversation does not stop the others, and the caller decides what to do about it."""
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        if self.spec.kind == "pair":
-            return self._encode_pairs(prompts, completions)
-        return self._encode_decoder(prompts, completions)
+        texts: list[tuple[str, str] | str | None] = []
+        failures: dict[int, FormatError] = {}
+        for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+            try:
+                texts.append(self._text(p, c))
+            except FormatError as e:
+                e.pair = i
+                failures[i] = e
+                texts.append(None)
+        good = [t for t in texts if t is not None]
+        encoded = iter(self._encode_pairs(good) if self.spec.kind == "pair" else self._encode_decoder(good))
+        return [None if t is None else next(encoded) for t in texts], failures
 
-    def _encode_pairs(self, prompts: Sequence[Text], completions: Sequence[Text]) -> list[Encoded]:
-        p_texts = [prompt_text(p) for p in prompts]
-        c_texts = [completion_text(c) for c in completions]
+    def _text(self, prompt: Text, completion: Text) -> tuple[str, str] | str:
+        """What the tokenizer reads for one pair: (prompt, completion) texts for the pair layout, else one text."""
+        if self.spec.kind == "pair":
+            return prompt_text(prompt), completion_text(completion)
+        if self.spec.kind == "chat":
+            return render_chat(self.spec, prompt, completion)
+        return prompt_text(prompt) + completion_text(completion)
+
+    def _encode_pairs(self, texts: Sequence[Any]) -> list[Encoded]:
+        p_texts = [p for p, _ in texts]
+        c_texts = [c for _, c in texts]
         # GRPO/best-of-n send many completions per prompt: tokenise each distinct prompt once.
         unique = list(dict.fromkeys(p_texts))
         p_ids = dict(zip(unique, (e.ids for e in self._encode_batch(unique, False)), strict=True))
@@ -285,17 +180,13 @@ class Formatter:
             out.append(layout.build(p, c, truncated))
         return out
 
-    def _encode_decoder(self, prompts: Sequence[Text], completions: Sequence[Text]) -> list[Encoded]:
+    def _encode_decoder(self, texts: Sequence[Any]) -> list[Encoded]:
         spec = self.spec
-        if spec.kind == "chat":
-            texts = [render_chat(spec, p, c) for p, c in zip(prompts, completions, strict=True)]
-            specials = False  # the template writes its own special tokens, as apply_chat_template assumes
-        else:
-            texts = [prompt_text(p) + completion_text(c) for p, c in zip(prompts, completions, strict=True)]
-            specials = spec.add_special_tokens
+        # A chat template writes its own special tokens, as apply_chat_template assumes.
+        specials = False if spec.kind == "chat" else spec.add_special_tokens
         eos = spec.eos_token_id
         out = []
-        for enc in self._encode_batch(texts, specials):
+        for enc in self._encode_batch(list(texts), specials):
             ids = enc.ids
             if spec.append_eos and (not ids or ids[-1] != eos):
                 ids.append(int(eos))  # type: ignore[arg-type]

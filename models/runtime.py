@@ -14,8 +14,9 @@ import numpy as np
 
 from .batching import plan_batches
 from .bundle import Bundle
-from .formatting import Encoded, Formatter, Text
+from .formatting import Encoded, Formatter
 from .inputs import pad
+from .messages import Text
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -75,6 +76,11 @@ class BundleScorer:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.formatter = Formatter.from_file(os.fspath(bundle.tokenizer_path), bundle.meta.formatting)
         self.pad_id = bundle.meta.pad_token_id
+
+    def close(self) -> None:
+        """Release the ONNX Runtime session (its memory and intra-op threads) now, not at some later collection;
+        the scorer cannot run after this."""
+        self.__dict__.pop("session", None)
 
     @property
     def provider(self) -> str:

@@ -15,6 +15,9 @@ from pydantic import ValidationError
 
 from .settings import Settings
 
+BACKSTOP_SECONDS = 5
+DRAIN_OVERRUN = 3  # exit status when accepted work had to be refused at the drain deadline
+
 if TYPE_CHECKING:
     from models.serving import Served
 
@@ -69,7 +72,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     from .app import create_app
+    from .connections import connection_limit, guarded
 
+    if settings.max_queue_seconds and settings.drain_timeout < settings.max_queue_seconds:
+        logging.getLogger("service").warning(
+            "RM_DRAIN_SECONDS (%g) is shorter than RM_MAX_QUEUE_SECONDS (%g): on SIGTERM, requests the queue "
+            "admitted may be answered 503 instead of scored",
+            settings.drain_timeout,
+            settings.max_queue_seconds,
+        )
     app = create_app(settings, opened)
     lifecycle = app.state.lifecycle
 
@@ -88,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             timer.start()
 
         def _stop(self, sig: int, frame: FrameType | None) -> None:
-            lifecycle.stop()
+            app.state.stop()  # new work refused, and the drain's deadline starts now
             super().handle_exit(sig, frame)
 
         @contextlib.contextmanager
@@ -106,8 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.drain_seconds) or None,
+        # A backstop only: the app's own drain answers every open request (scored, or 503) by RM_DRAIN_SECONDS;
+        # uvicorn's cut, later, would answer the rest with plain-text 500s.
+        timeout_graceful_shutdown=int(settings.drain_timeout) + BACKSTOP_SECONDS,
         timeout_keep_alive=settings.keep_alive_seconds,
+        limit_concurrency=connection_limit(settings.max_connections),
+        http=guarded(settings.header_timeout_seconds, settings.max_header_bytes),
         access_log=False,
     )
     server = DrainingServer(config)
@@ -116,7 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a lifespan failure (e.g. the session cannot be created) ends here
         print(f"error: cannot serve: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    return 0 if server.started else 1
+    if not server.started:
+        return 1
+    refused = app.state.pipeline.refused
+    if refused:
+        print(f"error: the drain deadline passed: {refused} admitted pairs were answered 503", file=sys.stderr)
+        return DRAIN_OVERRUN
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from fastapi import FastAPI
 
 from models.serving import Served
 
 from . import errors, routes, tei, vllm
 from .lifecycle import Lifecycle
 from .metrics import Metrics
+from .middleware import Auth, BodyLimit, CatchAll, RequestMetrics
 from .pipeline import Pipeline
 from .settings import Settings
 
 log = logging.getLogger("service.app")
-ENDPOINTS = {"/score", "/compare", "/get_reward", "/healthz", "/readyz", "/info", "/metrics", "/admin/reload"}
-ENDPOINTS |= {"/pooling", "/v1/score", "/rerank", "/v1/rerank", "/v2/rerank", "/predict"}  # vLLM's and TEI's
 
 
 def service_version() -> str:
@@ -31,66 +29,6 @@ def service_version() -> str:
         return version("rlhf-reward")
     except PackageNotFoundError:
         return "0+unknown"
-
-
-class BodyLimit:
-    """Pure ASGI middleware: bodies over the limit get a JSON 413, whether declared up front or streamed."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            message = f"request body of {int(declared)} bytes is over the limit of {self.max_bytes}"
-            await errors.error_response(errors.path_dialect(scope["path"]), 413, "too_large", message)(
-                scope, receive, send
-            )
-            return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                # An HTTPException raised while FastAPI reads the body reaches our JSON handlers as a 413.
-                raise HTTPException(413, f"request body is over the limit of {self.max_bytes} bytes")
-            return message
-
-        await self.app(scope, limited, send)
-
-
-class RequestMetrics:
-    """Pure ASGI middleware: requests by endpoint and status, and their latency."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
-        status = 500
-        started = time.perf_counter()
-
-        async def record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record_status)
-        finally:
-            self.metrics.requests.labels(endpoint, str(status)).inc()
-            self.metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
 
 
 def with_objectives(schema: dict[str, Any], objectives: tuple[str, ...] | None) -> dict[str, Any]:
@@ -114,9 +52,11 @@ def create_app(settings: Settings, opened: Served | None = None) -> FastAPI:
     metrics = Metrics()
     pipeline = Pipeline(settings, metrics)
     lifecycle = Lifecycle()
+    running: list[asyncio.AbstractEventLoop] = []
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        running.append(asyncio.get_running_loop())
         model = await pipeline.load(str(settings.model_dir), opened)
         log.info("serving %s (%s: %s, %s)", model.model_id, model.precision, model.precision_reason, model.provider)
         lifecycle.ready()
@@ -126,6 +66,13 @@ def create_app(settings: Settings, opened: Served | None = None) -> FastAPI:
             lifecycle.stop()
             await pipeline.close()
             lifecycle.stopped()
+
+    def stop() -> None:
+        """Refuse new work and start the drain's deadline now (callable from any thread, e.g. a signal handler):
+        the server waits for open requests only after it, and must find them answered by then."""
+        lifecycle.stop()
+        if running:
+            running[0].call_soon_threadsafe(lambda: asyncio.ensure_future(pipeline.close()))
 
     app = FastAPI(
         title="RLHF reward model service",
@@ -150,10 +97,16 @@ def create_app(settings: Settings, opened: Served | None = None) -> FastAPI:
     app.state.pipeline = pipeline
     app.state.metrics = metrics
     app.state.lifecycle = lifecycle
+    app.state.stop = stop
     errors.install(app)
-    app.include_router(routes.router)
-    app.include_router(vllm.router)
-    app.include_router(tei.router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMetrics, metrics=metrics)
+    routers = (routes.router, vllm.router, tei.router)
+    for router in routers:
+        app.include_router(router)
+    endpoints = frozenset(getattr(route, "path", "") for router in routers for route in router.routes)
+    # Outermost last: CatchAll > RequestMetrics > Auth > BodyLimit > the routes.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, read_seconds=settings.body_timeout_seconds)
+    app.add_middleware(Auth, api_key=settings.api_key, admin_key=settings.admin_api_key)
+    # Requests are counted by the route that took them (any other path is "other", so label values stay bounded).
+    app.add_middleware(RequestMetrics, metrics=metrics, endpoints=endpoints)
+    app.add_middleware(CatchAll)
     return app

@@ -5,9 +5,11 @@ threads, so the event loop never blocks. Whenever a worker is free, the oldest p
 the pending pairs nearest to it in length, within `max_batch_tokens` / `max_batch_size` / `max_padding`
 (padding is most of the waste on CPU), lingering up to `max_wait` for batch mates; results and errors go back
 to each waiting future. A pair whose future was cancelled (its client went away) is dropped before it runs.
-Admission is one path, `reserve(n)`: room for a request's pairs is taken at the door, all or nothing (a request
-that would overflow the queue is refused at once with `Overloaded` instead of waiting forever), and the
-`Reservation` gives back whatever it did not queue when its `with` block ends, on every exit path.
+Admission is one path, `reserve(n)`: room for a request's pairs is taken at the door, all or nothing, and the
+`Reservation` gives back whatever it did not queue when its `with` block ends, on every exit path. A request is
+refused at once with `Overloaded` when it would wait longer than `max_queue_seconds` (the queued work ahead of it
+and its own, at the pace the model is measured to go) or overflow `max_queue` pairs (a memory cap): an overloaded
+server answers in milliseconds instead of letting clients time out in its queue.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import bisect
 import functools
 import itertools
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -98,6 +101,26 @@ class Reservation:
         self.shrink(self.remaining)
 
 
+class Pace:
+    """How fast the model goes, measured on the batches it runs: seconds per padded token and tokens per pair,
+    each a moving average over recent batches (a batch's cost grows with its padded tokens, whatever its shape)."""
+
+    SMOOTHING = 0.2  # weight of the newest batch: a change of load shows within ~10 batches
+
+    def __init__(self) -> None:
+        self.seconds_per_token: float | None = None
+        self.tokens_per_pair: float | None = None
+
+    def observe(self, pairs: int, padded_tokens: int, real_tokens: int, seconds: float) -> None:
+        if pairs <= 0 or padded_tokens <= 0:
+            return
+        self.seconds_per_token = self._mix(self.seconds_per_token, seconds / padded_tokens)
+        self.tokens_per_pair = self._mix(self.tokens_per_pair, real_tokens / pairs)
+
+    def _mix(self, old: float | None, new: float) -> float:
+        return new if old is None else old + self.SMOOTHING * (new - old)
+
+
 class MicroBatcher:
     def __init__(
         self,
@@ -111,6 +134,7 @@ class MicroBatcher:
         on_error: Callable[[BaseException], None] | None = None,
         on_drop: Callable[[int], None] | None = None,
         max_padding: float = 1.0,
+        max_queue_seconds: float = 0.0,
     ) -> None:
         self._run = run
         self.max_batch_tokens = max_batch_tokens
@@ -118,6 +142,9 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000
         self.max_padding = max_padding
         self.max_queue = max_queue
+        self.max_queue_seconds = max_queue_seconds  # 0: admission by the pair bound only
+        self.workers = workers
+        self.pace = Pace()
         self._observe = observe
         self._on_error = on_error
         self._on_drop = on_drop
@@ -130,12 +157,14 @@ class MicroBatcher:
         self._pending_tokens = 0
         self._waiting = 0  # queued pairs whose batch has not started
         self._reserved = 0  # admitted pairs still being tokenised; with _waiting, what the queue bound counts
+        self._running_tokens = 0  # padded tokens of the batches running now
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(workers)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="inference")
         self._inflight: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._closed = False
+        self.refused = 0  # admitted pairs answered 503 because the drain deadline passed before they ran
 
     @property
     def depth(self) -> int:
@@ -145,6 +174,15 @@ class MicroBatcher:
     def start(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._flush_loop(), name="batcher")
 
+    def expected_wait(self, n: int = 0) -> float:
+        """Seconds until the work admitted so far, and n more pairs, would be done at the measured pace (0 before
+        any batch was measured): queued and running tokens, plus pairs not yet tokenised at the usual length."""
+        pace = self.pace
+        if pace.seconds_per_token is None or pace.tokens_per_pair is None:
+            return 0.0
+        tokens = self._pending_tokens + self._running_tokens + (self._reserved + n) * pace.tokens_per_pair
+        return tokens * pace.seconds_per_token / self.workers
+
     def reserve(self, n: int) -> Reservation:
         """Room for n pairs, taken before they are tokenised, or Overloaded (429) / NotReady (503) at once.
 
@@ -152,11 +190,21 @@ class MicroBatcher:
         spending CPU on it and requests cannot pile up unbounded in front of the queue.
         """
         if self._closed:
-            raise NotReady("the server is shutting down")
-        if self._waiting + self._reserved + n > self.max_queue:
+            raise NotReady("the server is shutting down", headers={"Retry-After": "1"})
+        depth = self._waiting + self._reserved
+        if depth + n > self.max_queue:
             raise Overloaded(
-                f"queue full ({self._waiting + self._reserved} pairs waiting, limit {self.max_queue}); retry shortly",
-                headers={"Retry-After": "1"},
+                f"queue full ({depth} pairs waiting, limit {self.max_queue}); retry shortly",
+                headers={"Retry-After": str(max(1, math.ceil(self.expected_wait())))},
+            )
+        wait = self.expected_wait(n)
+        if self.max_queue_seconds and depth and wait > self.max_queue_seconds:
+            # Honest Retry-After: when enough of the work ahead will be done for this request to fit.
+            retry = max(1, math.ceil(wait - self.max_queue_seconds))
+            raise Overloaded(
+                f"these {n} pairs would wait about {wait:.0f} s behind {depth} queued pairs, over the limit of "
+                f"{self.max_queue_seconds:g} s (RM_MAX_QUEUE_SECONDS); retry in {retry} s or send fewer pairs",
+                headers={"Retry-After": str(retry)},
             )
         self._reserved += n
         return Reservation(self, n)
@@ -174,7 +222,8 @@ class MicroBatcher:
         """Queue reserved items; one future per item, resolved with its score."""
         # While draining, reserved pairs still get queued: the flush loop waits for every reservation.
         if self._closed and (self._loop_task is None or self._loop_task.done()):
-            raise NotReady("the server is shutting down")
+            self.refused += len(items)
+            raise NotReady("the server is shutting down", headers={"Retry-After": "1"})
         self._reserved -= len(items)
         loop = asyncio.get_running_loop()
         futures = []
@@ -259,6 +308,9 @@ class MicroBatcher:
         return live
 
     async def _run_batch(self, entries: list[_Pending]) -> None:
+        lengths = [e.length for e in entries]
+        padded = len(entries) * max(lengths)
+        self._running_tokens += padded
         try:
             started = time.perf_counter()
             waits = [started - e.enqueued for e in entries]
@@ -280,14 +332,18 @@ class MicroBatcher:
             for e, score in zip(entries, scores, strict=True):
                 if not e.future.done():  # a float, or one per objective (an array row) for multi-objective bundles
                     e.future.set_result(float(score) if np.ndim(score) == 0 else score)
+            self.pace.observe(len(entries), padded, sum(lengths), elapsed)
             if self._observe:
-                lengths = [e.length for e in entries]
-                self._observe(BatchStats(len(entries), sum(lengths), len(entries) * max(lengths), elapsed, waits))
+                self._observe(BatchStats(len(entries), sum(lengths), padded, elapsed, waits))
         finally:
+            self._running_tokens -= padded
             self._slots.release()
 
-    async def close(self, timeout: float | None = None) -> None:
-        """Stop taking work, finish every pair already queued, then release the workers."""
+    async def close(self, timeout: float | None = None) -> int:
+        """Stop taking work and finish every pair already admitted, within `timeout` seconds. Pairs still waiting
+        when it passes are answered at once with NotReady (503, Retry-After) instead of being cut off with the
+        connection; the batches already running finish. Returns how many admitted pairs were refused so (0: every
+        promise was kept)."""
         self._closed = True
         self._arrived.set()
         if self._loop_task is not None:
@@ -295,13 +351,19 @@ class MicroBatcher:
                 await asyncio.wait_for(asyncio.shield(self._loop_task), timeout)
             except TimeoutError:
                 self._loop_task.cancel()
-            if self._inflight:
-                await asyncio.wait(set(self._inflight), timeout=timeout)
+        late = NotReady(
+            "shutting down: the drain deadline passed before this request ran; retry (another replica may take it)",
+            headers={"Retry-After": "1"},
+        )
         for p in self._pending.values():
             if not p.future.done():
-                p.future.set_exception(NotReady("the server is shutting down"))
+                p.future.set_exception(late)
+                self.refused += 1
         self._pending.clear()
         self._by_length.clear()
         self._pending_tokens = 0
         self._waiting = 0
+        if self._inflight:  # running batches cannot be interrupted; they take one batch's time at most
+            await asyncio.wait(set(self._inflight), timeout=timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        return self.refused

@@ -3,7 +3,7 @@
 
 Big lists are sent in chunks; 429, 502-504 and connection errors are retried with exponential backoff (honouring
 Retry-After); any other error is raised as RewardServiceError with the server's JSON message. Texts may be strings
-or chat messages in the shapes trainers send (content blocks, tool calls: models.formatting.plain_message).
+or chat messages in the shapes trainers send (content blocks, tool calls: models.messages.plain_message).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import httpx
 
-from models.formatting import Text, plain_message
+from models.messages import Text, plain_message
 
 log = logging.getLogger("service.client")
 RETRY_STATUS = {429, 502, 503, 504}

@@ -31,6 +31,17 @@ def path_dialect(path: str) -> Dialect:
     return _PATHS.get(path, ("ours", None))[0]
 
 
+def shares_path(path: str) -> bool:
+    """Whether two dialects share `path`, so that only the body tells which one a request speaks."""
+    return _PATHS.get(path, ("ours", None))[1] is not None
+
+
+def body_dialect(path: str, body: Any) -> Dialect:
+    """The dialect of a request on `path` with this parsed JSON body."""
+    dialect, by_body = _PATHS.get(path, ("ours", None))
+    return dialect if by_body is None else by_body(body)
+
+
 async def note_dialect(request: Request) -> None:
     """Dependency, first on a shared path's route: FastAPI has read (and cached) the JSON body by then, so the errors
     raised before the body is validated (401, 503) are answered in the body's dialect too."""
@@ -101,6 +112,11 @@ class InferenceFailed(ApiError):
     status, kind = 500, "inference_failed"
 
 
+class ClientDisconnected(Exception):
+    """The client went away before its answer: its work is dropped, nothing is answered, nothing is logged as a
+    server error (the request is counted with status 499)."""
+
+
 class Empty(ApiError):
     """TEI's own 400: an empty input or an empty `texts` list."""
 
@@ -109,6 +125,18 @@ class Empty(ApiError):
 
 def error_body(message: str, kind: str, **extra: Any) -> dict[str, Any]:
     return {"error": message, "type": kind, **extra}
+
+
+def printable(value: Any) -> Any:
+    """`value` with every string made encodable as UTF-8: a message may repeat what the client sent, and a lone
+    surrogate in it (valid in JSON text, not in UTF-8) would otherwise fail the answer itself."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable(v) for v in value]
+    return value
 
 
 # Our errors in the other dialects, as the closest status and type each server has (vLLM 0.34
@@ -147,6 +175,7 @@ def error_response(
 ) -> JSONResponse:
     """One error as `dialect` writes it: ours `{"error", "type", ...}`, vLLM's `{"error": {"message", "type",
     "param", "code"}}` or TEI's `{"error", "error_type"}`."""
+    message, extra = printable(message), printable(extra)
     if dialect == "vllm":
         status, type_ = _VLLM.get(kind, (status, HTTPStatus(status).phrase))
         info = {"message": message, "type": type_, "param": extra.get("field"), "code": status}
@@ -203,18 +232,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
-            exc.status_code, "http_error"
-        )
+        kinds = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed", 408: "timeout", 413: "too_large"}
+        kind = kinds.get(exc.status_code, "invalid_request" if exc.status_code == 422 else "http_error")
         message = str(exc.detail)
         if exc.status_code == 400 and message == "There was an error parsing the body":  # e.g. invalid UTF-8
             message = "request body is not valid JSON text (it must be UTF-8 encoded JSON)"
         return error_response(dialect_of(request), exc.status_code, kind, message, exc.headers)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
-        return error_response(dialect_of(request), 500, "internal_error", "internal error")
+    # Anything else is answered by service.middleware.CatchAll: a handler registered for Exception would run in
+    # Starlette's outermost layer, which re-raises to the server after answering and so drops the connection.
 
 
 async def _unparseable_body(request: Request, err: dict[str, Any], dialect: Dialect) -> JSONResponse:

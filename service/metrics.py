@@ -37,6 +37,12 @@ class Metrics:
         )
         self.tokens = Counter("rm_tokens", "Tokens run by the model, real or padding.", ["kind"], registry=r)
         self.queue_depth = Gauge("rm_queue_depth", "Pairs waiting for a batch.", registry=r)
+        self.expected_wait = Gauge(
+            "rm_expected_wait_seconds",
+            "How long a new pair would wait for its answer now: the queued work at the measured pace (admission "
+            "refuses requests over RM_MAX_QUEUE_SECONDS; scale out on this).",
+            registry=r,
+        )
         self.pairs = Counter("rm_pairs", "Pairs scored.", registry=r)
         self.repeats = Counter(
             "rm_repeated_pairs", "Pairs identical to another in the same request, scored once for both.", registry=r
@@ -45,8 +51,10 @@ class Metrics:
         self.openrlhf_splits = Counter(
             "rm_openrlhf_splits",
             "/get_reward queries by how the response was found (prefix, suffix of a left-truncated prompt, whole "
-            "query, no prompt sent) and the policy chat markup recognised (none: scored as plain text).",
-            ["split", "markup"],
+            "query, no prompt sent), the policy chat markup recognised (none: scored as plain text), and how a "
+            "conversation the reward model's chat template refused was rewritten (none, system_folded, roles_merged, "
+            "flattened).",
+            ["split", "markup", "repair"],
             registry=r,
         )
         self.scores = Histogram(

@@ -7,14 +7,17 @@ prompt is cut from the left when it is longer than its budget, and decoding need
 always start with `p`: a legitimate rollout must still get a reward, never a 4xx (after 5 failures the training
 step fails). Each query is split at its prompt (exact prefix; else the longest suffix of the prompt that begins the
 query; else the query is scored whole), the policy's chat markup is turned back into messages (service.chat_markup),
-and trailing end-of-text strings are dropped; the reward model's own formatting takes it from there.
+and trailing end-of-text strings are dropped; the reward model's own formatting takes it from there. A conversation
+that the reward model's chat template refuses is rewritten (`repairs`) rather than refused.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from models.formatting import ASSISTANT_MARKER, Text
+from models.messages import ASSISTANT_MARKER, Text, messages_to_text
 
 from . import chat_markup
 
@@ -92,3 +95,45 @@ def to_pair(query: str, prompt: str | None) -> RewardPair:
         markup, messages = whole
         return RewardPair(messages[:-1], messages[-1:], split.how, markup)
     return RewardPair(split.prompt, chat_markup.strip_end(split.completion), split.how, "none")
+
+
+def repairs(prompt: Text, completion: Text) -> Iterator[tuple[str, Text, Text]]:
+    """Rewrites of a conversation the reward model's chat template refused, boldest last, so a legitimate rollout
+    still gets a reward (Gemma's template refuses a system turn; Mistral's and Llama-2's refuse roles that do not
+    alternate): the system turns folded into the first user turn; then also every role other than the assistant's
+    made the user's and consecutive turns of one role joined; then the whole prompt as one user turn (its
+    transcript). The completion is never changed."""
+    if isinstance(prompt, str):
+        return
+    messages = [dict(m) for m in prompt]
+    folded = fold_system(messages)
+    yield "system_folded", folded, completion
+    yield "roles_merged", merge_roles(folded), completion
+    yield "flattened", [{"role": "user", "content": messages_to_text(messages).strip()}], completion
+
+
+def fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """System turns' text put at the start of the first user turn (a user turn of its own if there is none)."""
+    system = "\n\n".join(str(m["content"]) for m in messages if m["role"] == "system")
+    rest = [m for m in messages if m["role"] != "system"]
+    if not system:
+        return rest
+    for i, m in enumerate(rest):
+        if m["role"] == "user":
+            return [*rest[:i], {**m, "content": f"{system}\n\n{m['content']}"}, *rest[i + 1 :]]
+    return [{"role": "user", "content": system}, *rest]
+
+
+def merge_roles(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """User and assistant turns only (tool results and the like become the user's), consecutive turns of one role
+    joined, starting with a user turn."""
+    merged: list[dict[str, Any]] = []
+    for m in messages:
+        role = "assistant" if m["role"] == "assistant" else "user"
+        if merged and merged[-1]["role"] == role:
+            merged[-1] = {"role": role, "content": f"{merged[-1]['content']}\n\n{m['content']}"}
+        else:
+            merged.append({"role": role, "content": str(m["content"])})
+    if merged and merged[0]["role"] != "user":
+        merged.insert(0, {"role": "user", "content": ""})
+    return merged

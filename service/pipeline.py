@@ -8,23 +8,27 @@ inside one response.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import gc
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from models.bundle import Bundle, BundleError, read_bundle
-from models.formatting import Encoded, Text, dedupe
+from models.formatting import Encoded, dedupe
+from models.messages import FormatError, Text
 from models.objectives import ObjectiveError, by_objective, combine, weight_vector
 from models.runtime import CPU
 from models.serving import Served, open_served
 
 from .batcher import BatchStats, MicroBatcher
-from .errors import InvalidInput, NotReady, TooLarge
+from .errors import InferenceFailed, InvalidInput, NotReady, TooLarge
 from .metrics import Metrics
 from .settings import Settings
 
@@ -33,11 +37,36 @@ log = logging.getLogger("service.pipeline")
 
 class ScoringRequest(Protocol):
     """What a request schema gives the pipeline: its texts with their field names (for limits and error
-    messages), and the (prompt, completion) pairs to score."""
+    messages), the (prompt, completion) pairs to score, and where in the body pair i came from."""
 
     def texts(self) -> list[tuple[str, Text]]: ...
 
     def pairs(self) -> tuple[list[Text], list[Text]]: ...
+
+    def pair_field(self, i: int) -> str: ...
+
+
+# A protocol's way out when the model's chat template refuses a pair: rewrites of (prompt, completion), boldest last,
+# each named for the metrics. /get_reward has one (a legitimate rollout never gets a 4xx); the others answer 4xx.
+Repair = Callable[[Text, Text], Iterable[tuple[str, Text, Text]]]
+
+
+def refusal(error: FormatError, field: str, prompt: Text) -> InvalidInput:
+    """A pair the model cannot format, as a 4xx naming the pair and, for a refused conversation, the message."""
+    where = field
+    if error.message is not None:
+        n_prompt = 1 if isinstance(prompt, str) else len(prompt)
+        side, k = ("prompt", error.message) if error.message < n_prompt else ("completion", error.message - n_prompt)
+        where = f"{field} ({side} message {k}, role {error.role!r})"
+    return InvalidInput(f"{where}: {error.reason}", field=field)
+
+
+def _return_freed_memory() -> None:
+    """Collect what a released model left behind, then hand glibc's freed heap back to the OS (it keeps freed
+    arenas mapped otherwise, so RSS would stay at its peak after a reload)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def open_bundle(model_dir: str, settings: Settings) -> Served:
@@ -61,6 +90,7 @@ class ScoreResult:
     truncated_mask: np.ndarray  # bool per pair: cut to the model's max length
     model: ServedModel
     tokens: int = 0  # model input tokens of all pairs, a repeat counted each time (vLLM's usage.prompt_tokens)
+    repairs: tuple[str, ...] = field(default=())  # per pair: the Repair that made it scorable, or "none"
 
     @property
     def raw(self) -> np.ndarray:
@@ -81,7 +111,7 @@ class ScoreResult:
             if weights:
                 weight_vector(meta, weights)  # names this model's objectives, or a clear 422 (one reward: none)
             if not (self.model.normalize_default if normalize is None else normalize):
-                return combine(self.heads, meta, weights).tolist() if weights else self.raw.tolist()
+                return _finite(combine(self.heads, meta, weights)) if weights else self.raw.tolist()
             stats = meta.reward_stats.get(self.model.precision) or meta.reward_stats.get("fp32")
             if not stats:
                 raise InvalidInput(
@@ -90,14 +120,24 @@ class ScoreResult:
                     field="normalize",
                 )
             if self.heads.ndim == 2:
-                return combine(self.heads, meta, weights, stats["objectives"]).tolist()
-            return ((self.heads.astype(np.float64) - stats["mean"]) / stats["std"]).tolist()
+                return _finite(combine(self.heads, meta, weights, stats["objectives"]))
+            return _finite((self.heads.astype(np.float64) - stats["mean"]) / stats["std"])
         except ObjectiveError as e:
             raise InvalidInput(f"weights: {e}", field="weights") from None
 
     def objectives(self) -> dict[str, list[float]]:
         """Each objective's raw rewards by name ({} for a single-reward bundle)."""
         return by_objective(self.heads, self.model.bundle.meta)
+
+
+def _finite(rewards: np.ndarray) -> list[float]:
+    """The rewards as JSON numbers, or a 422: weights (or statistics) can push a finite reward past float range."""
+    if not np.all(np.isfinite(rewards)):
+        raise InvalidInput(
+            "weights: the weighted reward is not a finite number (weights too large for these rewards)", field="weights"
+        )
+    values: list[float] = rewards.tolist()
+    return values
 
 
 def _inline(texts: Sequence[Text], limit: int) -> bool:
@@ -142,16 +182,38 @@ class ServedModel:
             on_error=lambda exc: metrics.batch_errors.inc(),
             on_drop=metrics.dropped.inc,
             max_padding=self.max_padding,
+            max_queue_seconds=settings.max_queue_seconds,
         )
 
     @property
     def model_id(self) -> str:
         return self.bundle.meta.model_id
 
-    def encode(self, prompts: Sequence[Text], completions: Sequence[Text]) -> tuple[list[Encoded], list[int]]:
+    def encode(
+        self,
+        prompts: Sequence[Text],
+        completions: Sequence[Text],
+        field_of: Callable[[int], str],
+        repair: Repair | None,
+    ) -> tuple[list[Encoded], list[int], tuple[str, ...]]:
         """Tokenise, then keep one copy of each distinct model input: GRPO groups and best-of-n samples often repeat
-        a completion, and scoring is batch-invariant, so a repeat gets the very same reward without running again."""
-        return dedupe(self.scorer.encode(prompts, completions))
+        a completion, and scoring is batch-invariant, so a repeat gets the very same reward without running again.
+
+        A pair the model cannot format (its chat template refuses the conversation) is rewritten by `repair`, first
+        rewrite that formats wins; without one, or when none does, the request is refused naming the pair."""
+        formatter = self.scorer.formatter
+        encoded, failures = formatter.try_encode_many(prompts, completions)
+        repairs = ["none"] * len(prompts)
+        for i, error in sorted(failures.items()):
+            for name, prompt, completion in repair(prompts[i], completions[i]) if repair else ():
+                fixed, still = formatter.try_encode_many([prompt], [completion])
+                if not still:
+                    encoded[i], repairs[i] = fixed[0], name
+                    break
+            else:
+                raise refusal(error, field_of(i), prompts[i])
+        distinct, index = dedupe([e for e in encoded if e is not None])
+        return distinct, index, tuple(repairs)
 
     def _observe(self, stats: BatchStats) -> None:
         m = self._metrics
@@ -170,8 +232,13 @@ class ServedModel:
         encoded = await asyncio.to_thread(self.scorer.encode, ["Is this a warm-up?", long_text], ["Yes.", long_text])
         await self.batcher.scores(encoded)
 
-    async def close(self, timeout: float | None) -> None:
-        await self.batcher.close(timeout)
+    async def close(self, timeout: float | None) -> int:
+        """Finish (or, past `timeout`, refuse) the admitted work, then release the ONNX Runtime session, its memory
+        and threads, now: a retired model must not wait for a garbage collection that may never come. Returns the
+        admitted pairs refused at the deadline."""
+        refused = await self.batcher.close(timeout)
+        self.scorer.close()
+        return refused
 
 
 class Pipeline:
@@ -184,7 +251,10 @@ class Pipeline:
         self._tokenizer_pool = ThreadPoolExecutor(settings.tokenizer_threads, thread_name_prefix="tokenize")
         self._load_lock = asyncio.Lock()
         metrics.queue_depth.set_function(lambda: self.model.batcher.depth if self.model else 0)
+        metrics.expected_wait.set_function(lambda: self.model.batcher.expected_wait() if self.model else 0.0)
         self._retiring: set[asyncio.Task[None]] = set()
+        self._closing: asyncio.Future[int] | None = None
+        self.refused = 0  # admitted pairs answered 503 at the drain deadline (the process then exits non-zero)
 
     def check_limits(self, texts: Sequence[tuple[str, Text]], items: int) -> None:
         """413 for too many pairs or an over-long text, naming the field."""
@@ -197,13 +267,19 @@ class Pipeline:
             if size > max_chars:
                 raise TooLarge(f"{name}: {size} characters; the limit is {max_chars}", field=name)
 
-    async def score(self, request: ScoringRequest) -> ScoreResult:
+    async def score(self, request: ScoringRequest, repair: Repair | None = None) -> ScoreResult:
         """Check the request's limits, then score its pairs on the live model."""
         prompts, completions = request.pairs()
         self.check_limits(request.texts(), len(prompts))
-        return await self.score_pairs(prompts, completions)
+        return await self.score_pairs(prompts, completions, request.pair_field, repair)
 
-    async def score_pairs(self, prompts: Sequence[Text], completions: Sequence[Text]) -> ScoreResult:
+    async def score_pairs(
+        self,
+        prompts: Sequence[Text],
+        completions: Sequence[Text],
+        field_of: Callable[[int], str] = lambda i: f"pair {i}",
+        repair: Repair | None = None,
+    ) -> ScoreResult:
         model = self.model
         if model is None:
             raise NotReady("no model loaded yet")
@@ -212,10 +288,12 @@ class Pipeline:
         with model.batcher.reserve(len(prompts)) as room:  # 429 before spending any CPU on an overloaded server
             started = time.perf_counter()
             if _inline([*prompts, *completions], self.settings.inline_tokenize_chars):
-                encoded, index = model.encode(prompts, completions)  # skips a thread hop; see Settings
+                encoded, index, repairs = model.encode(prompts, completions, field_of, repair)  # no thread hop
             else:
                 loop = asyncio.get_running_loop()
-                encoded, index = await loop.run_in_executor(self._tokenizer_pool, model.encode, prompts, completions)
+                encoded, index, repairs = await loop.run_in_executor(
+                    self._tokenizer_pool, model.encode, prompts, completions, field_of, repair
+                )
             self.metrics.tokenize_latency.observe(time.perf_counter() - started)
             repeats = len(index) - len(encoded)
             if repeats:
@@ -223,9 +301,11 @@ class Pipeline:
                 self.metrics.repeats.inc(repeats)
             scores = await room.scores(encoded)
         heads = np.asarray(scores, dtype=np.float32)[index]
+        if not np.all(np.isfinite(heads)):
+            raise InferenceFailed("the model returned a reward that is not a finite number")
         truncated = np.array([encoded[i].truncated for i in index], dtype=bool)
         tokens = sum(len(encoded[i]) for i in index)
-        result = ScoreResult(heads, truncated, model, tokens)
+        result = ScoreResult(heads, truncated, model, tokens, repairs)
         self.metrics.pairs.inc(len(heads))
         if truncated.any():
             self.metrics.truncated.inc(int(truncated.sum()))
@@ -253,17 +333,33 @@ class Pipeline:
             self.metrics.set_model(new.model_id, new.bundle.meta.base_model, new.precision, new.provider)
             self.metrics.reference_diff.set(new.reference.max_abs_diff if new.reference else float("nan"))
         if old is not None:
-            task = asyncio.get_running_loop().create_task(old.close(self.settings.drain_seconds))
+            task = asyncio.get_running_loop().create_task(self._retire(old))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
             log.info("now serving %s; %s drains in the background", new.model_id, old.model_id)
         return new
 
-    async def close(self) -> None:
-        """Finish every accepted pair (live and retiring models), then release the threads."""
-        timeout = self.settings.drain_seconds
-        if self.model is not None:
-            await self.model.close(timeout)
+    async def _retire(self, old: ServedModel) -> None:
+        await old.close(self.settings.drain_timeout)
+        await asyncio.to_thread(_return_freed_memory)
+
+    async def close(self) -> int:
+        """Finish every accepted pair (live and retiring models) within RM_DRAIN_SECONDS, answer what is still queued
+        then with 503 + Retry-After, and release the threads. Returns the admitted pairs refused at the deadline.
+
+        Called at SIGTERM, so the deadline falls before the server's own backstop cuts connections; later calls
+        (the lifespan's end) wait for the same drain."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        return await asyncio.shield(self._closing)
+
+    async def _close(self) -> int:
+        timeout = self.settings.drain_timeout
+        refused = await self.model.close(timeout) if self.model is not None else 0
         if self._retiring:
             await asyncio.wait(set(self._retiring), timeout=timeout)
         self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)
+        if refused:
+            log.error("the drain deadline (%g s) passed: %d admitted pairs were answered 503", timeout, refused)
+        self.refused = refused
+        return refused

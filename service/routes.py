@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -13,10 +14,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.objectives import weight_vector
 
-from .deps import AcceptingPipeline, AdminKey, ApiKey, LifecycleDep, MetricsDep, PipelineDep, SettingsDep
-from .errors import NotReady, ReloadRefused
+from . import openrlhf
+from .bodies import BoundedJSONRoute
+from .deps import AcceptingPipeline, LifecycleDep, MetricsDep, PipelineDep, SettingsDep
+from .errors import ClientDisconnected, NotReady, ReloadRefused
 from .lifecycle import Phase
-from .pipeline import Pipeline, ScoreResult, ScoringRequest
+from .middleware import bearer_matches
+from .pipeline import Pipeline, Repair, ScoreResult, ScoringRequest
 from .schemas import (
     CompareRequest,
     CompareResponse,
@@ -34,6 +38,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in [
         (400, "Body that is not UTF-8 text"),
         (401, "Missing or wrong API key"),
+        (408, "The body did not arrive within RM_BODY_TIMEOUT_SECONDS"),
         (413, "Too many items, a text over the character limit, or a body over the size limit"),
         (422, "Malformed request; `error` names the field"),
         (429, "Queue full; retry after `Retry-After` seconds"),
@@ -41,7 +46,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (503, "Not ready (loading, warming up or draining)"),
     ]
 }
-router = APIRouter()
+router = APIRouter(route_class=BoundedJSONRoute)
 
 
 def json_response(payload: Any) -> Response:
@@ -64,12 +69,14 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
     if not task.done():
         task.cancel()
-        raise asyncio.CancelledError("client disconnected")
+        raise ClientDisconnected()
     return task.result()
 
 
-async def run_scoring(request: Request, pipeline: Pipeline, body: ScoringRequest) -> ScoreResult:
-    return await until_disconnect(request, pipeline.score(body))
+async def run_scoring(
+    request: Request, pipeline: Pipeline, body: ScoringRequest, repair: Repair | None = None
+) -> ScoreResult:
+    return await until_disconnect(request, pipeline.score(body, repair))
 
 
 async def score(body: ScoreRequest, request: Request, pipeline: Pipeline) -> Response:
@@ -79,7 +86,7 @@ async def score(body: ScoreRequest, request: Request, pipeline: Pipeline) -> Res
     return json_response(answer | {"truncated": result.truncated} | with_objectives(result))
 
 
-@router.post("/compare", response_model=CompareResponse, responses=ERRORS, dependencies=[ApiKey])
+@router.post("/compare", response_model=CompareResponse, responses=ERRORS)
 async def compare(body: CompareRequest, request: Request, pipeline: AcceptingPipeline) -> Response:
     """Rank two or more completions of one prompt, with Bradley–Terry win probabilities."""
     result = await run_scoring(request, pipeline, body)
@@ -104,12 +111,13 @@ def with_objectives(result: ScoreResult) -> dict[str, Any]:
     return {"objectives": objectives} if objectives else {}
 
 
-@router.post("/get_reward", response_model=RewardResponse, responses=ERRORS, dependencies=[ApiKey])
+@router.post("/get_reward", response_model=RewardResponse, responses=ERRORS)
 async def get_reward(body: RewardRequest, request: Request, pipeline: AcceptingPipeline) -> Response:
-    """OpenRLHF's remote reward protocol, so its trainers work unchanged with --reward.remote_url."""
-    result = await run_scoring(request, pipeline, body)
-    for pair in body.reward_pairs():
-        pipeline.metrics.openrlhf_splits.labels(pair.how, pair.markup).inc()
+    """OpenRLHF's remote reward protocol, so its trainers work unchanged with --reward.remote_url. A conversation the
+    reward model's chat template refuses is rewritten until it formats (a legitimate rollout never gets a 4xx)."""
+    result = await run_scoring(request, pipeline, body, openrlhf.repairs)
+    for pair, repair in zip(body.reward_pairs(), result.repairs, strict=True):
+        pipeline.metrics.openrlhf_splits.labels(pair.how, pair.markup, repair).inc()
     rewards = result.values(body.normalize)
     # Per-objective rewards go into extra_logs, so OpenRLHF logs each head beside the combined reward.
     extra = {"raw_reward": result.raw.tolist(), "truncated": result.truncated_mask.astype(float).tolist()}
@@ -121,20 +129,36 @@ async def get_reward(body: RewardRequest, request: Request, pipeline: AcceptingP
     "/admin/reload",
     response_model=ReloadResponse,
     responses=ERRORS | {403: {"model": ErrorResponse, "description": "Admin endpoints disabled (no RM_ADMIN_API_KEY)"}},
-    dependencies=[AdminKey],
 )
 async def reload(
     pipeline: AcceptingPipeline, settings: SettingsDep, body: ReloadRequest | None = None
 ) -> dict[str, Any]:
     """Load a bundle beside the live one, warm it up, then swap it in; a broken bundle is refused and the old
-    model keeps serving. Requests in flight finish on the model they started with."""
+    model keeps serving. Requests in flight finish on the model they started with. Only bundles inside the model
+    root (RM_MODEL_ROOT) load; a relative `model_dir` is taken from there."""
     previous = pipeline.model.model_id if pipeline.model else None
-    target = (body.model_dir if body else None) or str(settings.model_dir)
+    target = reload_target((body.model_dir if body else None) or str(settings.model_dir), settings.reload_root)
+    if target is None:
+        # Said the same way whether or not the path exists: the answer reveals nothing outside the root.
+        raise ReloadRefused(
+            f"reload refused, still serving {previous}: model_dir must name a folder inside the model root "
+            "(RM_MODEL_ROOT)",
+            field="model_dir",
+        )
     try:
-        new = await pipeline.load(target)
+        new = await pipeline.load(str(target))
     except Exception as e:  # BundleError, or an ONNX graph the runtime cannot load
         raise ReloadRefused(f"reload refused, still serving {previous}: {e}") from e
     return {"model_id": new.model_id, "previous_model_id": previous, "bundle": str(new.bundle.path)}
+
+
+def reload_target(model_dir: str, root: Path) -> Path | None:
+    """`model_dir` (relative to `root`) with every link resolved, if that lies inside `root`; else None."""
+    try:
+        target = (root / model_dir).resolve()
+    except (OSError, RuntimeError, ValueError):  # a link loop, an embedded NUL
+        return None
+    return target if target.is_relative_to(root) else None
 
 
 @router.get("/healthz")
@@ -155,17 +179,19 @@ async def readyz(lifecycle: LifecycleDep, pipeline: PipelineDep) -> dict[str, st
 
 @router.get("/info", responses={503: {"model": ErrorResponse}})
 async def info(request: Request, pipeline: PipelineDep, settings: SettingsDep) -> dict[str, Any]:
-    """What is being served and how."""
+    """What is being served and how. The bundle's folder on disk is shown only with the admin key."""
     model = pipeline.model
     if model is None:
         raise NotReady("no model loaded yet")
     meta = model.bundle.meta
     overall = meta.eval_metrics.get(model.precision, {}).get("overall", {})
+    admin = settings.admin_api_key is not None and bearer_matches(request.scope, settings.admin_api_key)
     return {
         "model_id": meta.model_id,
         "base_model": meta.base_model,
         "architecture": meta.architecture,
-        "bundle": str(model.bundle.path),
+        "bundle_name": model.bundle.path.name,
+        "bundle": str(model.bundle.path) if admin else None,
         "precision": model.precision,
         "precision_reason": model.precision_reason,
         "precisions_available": meta.precisions,
@@ -182,6 +208,8 @@ async def info(request: Request, pipeline: PipelineDep, settings: SettingsDep) -
             "max_wait_ms": model.max_wait_ms,
             "max_padding": model.max_padding,
             "max_queue_pairs": settings.max_queue_pairs,
+            "max_queue_seconds": settings.max_queue_seconds,
+            "expected_wait_seconds": round(model.batcher.expected_wait(), 3),
             "inference_workers": settings.inference_workers,
         },
         "limits": {

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictStr, field_validator
 
-from models.formatting import Text
+from models.messages import Text
 
 from .openrlhf import RewardPair, to_pair
 
@@ -93,6 +93,9 @@ class ScoreRequest(_Strict):
     def pairs(self) -> tuple[list[Text], list[Text]]:
         return [to_text(it.prompt) for it in self.items], [to_text(it.completion) for it in self.items]
 
+    def pair_field(self, i: int) -> str:
+        return f"items.{i}"
+
 
 OBJECTIVES = Field(
     None, description="Multi-objective models only: each objective's raw reward per pair (absent for one reward)."
@@ -119,6 +122,9 @@ class CompareRequest(_Strict):
 
     def pairs(self) -> tuple[list[Text], list[Text]]:
         return [to_text(self.prompt)] * len(self.completions), [to_text(c) for c in self.completions]
+
+    def pair_field(self, i: int) -> str:
+        return f"completions.{i}"
 
     _check_prompt = field_validator("prompt")(_check_text)
 
@@ -177,6 +183,9 @@ class RewardRequest(BaseModel):
         pairs = self.reward_pairs()
         return [p.prompt for p in pairs], [p.completion for p in pairs]
 
+    def pair_field(self, i: int) -> str:
+        return f"query.{i}"
+
 
 class RewardResponse(BaseModel):
     rewards: list[float] = Field(description="One reward per query (normalised when asked).")
@@ -188,7 +197,11 @@ class RewardResponse(BaseModel):
 
 
 class ReloadRequest(_Strict):
-    model_dir: StrictStr | None = Field(None, description="Bundle to load; default: the configured RM_MODEL_DIR.")
+    model_dir: Utf8Str | None = Field(
+        None,
+        description="Bundle to load, inside the model root (RM_MODEL_ROOT; a relative path is taken from there); "
+        "default: the configured RM_MODEL_DIR.",
+    )
 
 
 class ReloadResponse(BaseModel):

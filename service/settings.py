@@ -63,7 +63,17 @@ class Settings(BaseSettings):
         le=1,
         description="Largest share of a batch's tokens that may be padding (default: 0.05 CPU, 0.3 GPU).",
     )
-    max_queue_pairs: int = Field(4096, ge=1, description="Pairs waiting before new requests get 429.")
+    max_queue_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="Admission by expected wait: a request whose pairs would wait longer than this (the work queued "
+        "ahead of it and its own, at the pace the model is measured to go) gets 429 at once, with a Retry-After "
+        "saying when it would fit, instead of timing out in the queue. Keep it below your clients' timeouts "
+        "(OpenRLHF: 180 s; service.client: 120 s). 0: admit by RM_MAX_QUEUE_PAIRS alone.",
+    )
+    max_queue_pairs: int = Field(
+        4096, ge=1, description="Pairs admitted and not yet run before new requests get 429 (a memory cap)."
+    )
     max_items_per_request: int = Field(1024, ge=1, description="Pairs (or completions) per request.")
     max_chars_per_text: int = Field(200_000, ge=1, description="Characters per prompt or completion (413 beyond).")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Request body size (413 beyond).")
@@ -79,7 +89,13 @@ class Settings(BaseSettings):
         "evaluation statistics (OpenRLHF serve_rm's --reward.normalize_enable). A request's own `normalize` wins.",
     )
     warmup: bool = Field(True, description="Run one inference before reporting ready.")
-    drain_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long accepted requests may finish.")
+    drain_seconds: float | None = Field(
+        None,
+        ge=0,
+        description="On SIGTERM, how long accepted requests may take to finish; what is still queued then is answered "
+        "503 with Retry-After and the process exits 3. Default: RM_MAX_QUEUE_SECONDS + 10, so every request the "
+        "queue admitted can finish.",
+    )
     shutdown_delay_seconds: float = Field(
         0.0,
         ge=0,
@@ -95,6 +111,29 @@ class Settings(BaseSettings):
         "balancer in front (60 s on AWS ALB), which would otherwise reuse a connection the server is closing and "
         "answer 502; trainers reuse connections across steps that often take longer than uvicorn's 5 s default.",
     )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A connection must deliver a request's headers within this long after it opens (or after its "
+        "previous answer); otherwise it is closed, so idle or trickling sockets cannot use up the server's files.",
+    )
+    body_timeout_seconds: float = Field(
+        60.0, gt=0, description="A request's body must arrive within this long after its headers (408 otherwise)."
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Open connections (and requests in progress) beyond which new requests get a JSON 503 at once; "
+        "kept below the process's open-file limit.",
+    )
+    max_header_bytes: int = Field(
+        65536, ge=1024, description="Request line plus headers; a request with more is answered 431 and closed."
+    )
+    model_root: Path | None = Field(
+        None,
+        description="/admin/reload loads only bundles inside this folder (symbolic links resolved; nothing outside "
+        "it). Default: the folder that holds RM_MODEL_DIR.",
+    )
     log_level: str = Field("info", description="uvicorn log level.")
 
     @model_validator(mode="after")
@@ -102,6 +141,16 @@ class Settings(BaseSettings):
         if self.max_items_per_request > self.max_queue_pairs:
             raise ValueError("max_items_per_request cannot exceed max_queue_pairs (such a request could never run)")
         return self
+
+    @property
+    def drain_timeout(self) -> float:
+        """RM_DRAIN_SECONDS, or by default long enough for everything the queue admits."""
+        return self.max_queue_seconds + 10.0 if self.drain_seconds is None else self.drain_seconds
+
+    @property
+    def reload_root(self) -> Path:
+        """The folder /admin/reload may load bundles from, resolved."""
+        return (self.model_root or self.model_dir.resolve().parent).resolve()
 
     def batch_limits(self, on_gpu: bool) -> tuple[int, int, float, float]:
         """(max_batch_tokens, max_batch_size, max_wait_ms, max_padding) with the device's defaults for unset values."""

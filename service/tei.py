@@ -7,10 +7,11 @@ from typing import Annotated, Any, ClassVar, Literal, cast
 from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictBool, Tag, WithJsonSchema
 
-from models.formatting import Text
+from models.messages import Text
 
 from . import errors, routes, vllm
-from .deps import AcceptingPipeline, ApiKey
+from .bodies import BoundedJSONRoute
+from .deps import AcceptingPipeline
 from .errors import Dialect, Empty, InvalidInput
 from .pipeline import Pipeline
 from .schemas import Utf8Str
@@ -35,6 +36,9 @@ class TeiRequest(vllm.OneShape):
         raise NotImplementedError  # each shape says (service.pipeline.ScoringRequest)
 
     def pairs(self) -> tuple[list[Text], list[Text]]:
+        raise NotImplementedError
+
+    def pair_field(self, i: int) -> str:
         raise NotImplementedError
 
 
@@ -101,6 +105,9 @@ class PredictRequest(TeiRequest):
             completions.append(completion)
         return prompts, completions
 
+    def pair_field(self, i: int) -> str:
+        return f"inputs.{i}" if self.batch else "inputs"
+
 
 class TeiRerankRequest(TeiRequest):
     foreign: ClassVar[tuple[str, ...]] = ("documents",)  # vLLM's /rerank body
@@ -118,6 +125,9 @@ class TeiRerankRequest(TeiRequest):
         if not self.query and not all(self.candidates):
             raise Empty("Input validation error: `inputs` cannot be empty")
         return [self.query] * len(self.candidates), [*self.candidates]
+
+    def pair_field(self, i: int) -> str:
+        return f"texts.{i}"
 
 
 class Prediction(BaseModel):
@@ -181,14 +191,12 @@ async def _scores(body: TeiRequest, request: Request, pipeline: Pipeline) -> lis
     return vllm.activated(result.raw, not body.raw_scores)
 
 
-router = APIRouter()
+router = APIRouter(route_class=BoundedJSONRoute)
 errors.speak("/predict", "tei")
 errors.speak("/rerank", "tei", rerank_dialect)
 
 
-@router.post(
-    "/predict", response_model=list[Prediction] | list[list[Prediction]], responses=ERRORS, dependencies=[ApiKey]
-)
+@router.post("/predict", response_model=list[Prediction] | list[list[Prediction]], responses=ERRORS)
 async def predict(body: PredictRequest, request: Request, pipeline: AcceptingPipeline) -> Response:
     """TEI's /predict. `inputs`: a text (split at its last assistant turn, else the completion of an empty prompt),
     a pair [prompt, completion], or a batch [[text] or [prompt, completion], ...]; a single input gets a list of
@@ -203,7 +211,7 @@ async def predict(body: PredictRequest, request: Request, pipeline: AcceptingPip
     "/rerank",
     response_model=list[Rank] | vllm.VllmRerankResponse,
     responses=RERANK_ERRORS,
-    dependencies=[Depends(errors.note_dialect), ApiKey],
+    dependencies=[Depends(errors.note_dialect)],
 )
 async def rerank(body: Annotated[RerankBody, Body()], request: Request, pipeline: AcceptingPipeline) -> Response:
     """TEI's /rerank, and vLLM's at the same path, routed on the body's shape: a JSON object with `documents` is

@@ -22,10 +22,11 @@ from pydantic import (
     model_validator,
 )
 
-from models.formatting import FormatError, Text, plain_message
+from models.messages import FormatError, Text, plain_message
 
 from . import errors, routes
-from .deps import AcceptingPipeline, ApiKey
+from .bodies import BoundedJSONRoute
+from .deps import AcceptingPipeline
 from .errors import Dialect, InvalidInput
 from .openrlhf import to_pair
 from .pipeline import Pipeline, ScoreResult
@@ -129,6 +130,9 @@ class VllmRequest(OneShape):
     def pairs(self) -> tuple[list[Text], list[Text]]:
         raise NotImplementedError
 
+    def pair_field(self, i: int) -> str:
+        raise NotImplementedError
+
 
 class _Pairs(VllmRequest):
     sides: ClassVar[tuple[str, str]]
@@ -155,6 +159,9 @@ class _Pairs(VllmRequest):
         prompts: list[Text] = [a[0]] * len(b) if len(a) == 1 else [*a]
         completions: list[Text] = [*b]
         return prompts, completions
+
+    def pair_field(self, i: int) -> str:
+        return f"{self.sides[1]}.{i}"
 
 
 class ScoreQueriesDocumentsRequest(_Pairs):
@@ -239,6 +246,9 @@ class PoolingCompletionRequest(_Pooling):
         split = [split_text(t) for t in self._inputs()]
         return [p for p, _ in split], [c for _, c in split]
 
+    def pair_field(self, i: int) -> str:
+        return f"input.{i}" if isinstance(self.input, list) else "input"
+
 
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -252,7 +262,7 @@ class Message(BaseModel):
     content: Annotated[Utf8Str | list[TextPart] | None, BeforeValidator(_text_parts_only)] = None
 
     def text(self) -> str:
-        """The message as text, by the one rule every client path follows (models.formatting.plain_message)."""
+        """The message as text, by the one rule every client path follows (models.messages.plain_message)."""
         try:
             return plain_message(self.model_dump())["content"]
         except FormatError as e:
@@ -279,6 +289,9 @@ class PoolingChatRequest(_Pooling):
             )
         prompt: Text = [{"role": m.role, "content": m.text()} for m in before]
         return [prompt], [[{"role": "assistant", "content": last.text()}]]
+
+    def pair_field(self, i: int) -> str:
+        return "messages"
 
 
 def _score_shape(body: Any) -> str:
@@ -485,13 +498,13 @@ async def rerank(body: VllmRerankRequest, request: Request, pipeline: Pipeline) 
     return routes.json_response({"id": head["id"], "model": head["model"], "usage": usage, "results": results})
 
 
-router = APIRouter()
+router = APIRouter(route_class=BoundedJSONRoute)
 for _path in ("/pooling", "/v1/score", "/v1/rerank", "/v2/rerank"):
     errors.speak(_path, "vllm")
 errors.speak("/score", "ours", score_dialect)
 
 
-@router.post("/pooling", response_model=PoolingResponse, responses=ERRORS, dependencies=[ApiKey])
+@router.post("/pooling", response_model=PoolingResponse, responses=ERRORS)
 async def pooling(body: Annotated[PoolingRequest, Body()], request: Request, pipeline: AcceptingPipeline) -> Response:
     """vLLM's /pooling, `data[i].data` = `[score]`. `input`: a string or a list of them, each split at its last
     assistant turn (an hh-style transcript) or else scored as the completion of an empty prompt; token ids are
@@ -508,7 +521,7 @@ async def pooling(body: Annotated[PoolingRequest, Body()], request: Request, pip
     "/score",
     response_model=ScoreResponse | VllmScoreResponse,
     responses=SCORE_ERRORS,
-    dependencies=[Depends(errors.note_dialect), ApiKey],
+    dependencies=[Depends(errors.note_dialect)],
 )
 async def score(body: Annotated[ScoreBody, Body()], request: Request, pipeline: AcceptingPipeline) -> Response:
     """Score many (prompt, completion) pairs; one reward each, in the order given.
@@ -521,7 +534,7 @@ async def score(body: Annotated[ScoreBody, Body()], request: Request, pipeline: 
     return await _score(body, request, pipeline)
 
 
-@router.post("/v1/score", response_model=VllmScoreResponse, responses=ERRORS, dependencies=[ApiKey])
+@router.post("/v1/score", response_model=VllmScoreResponse, responses=ERRORS)
 async def score_v1(
     body: Annotated[VllmScoreRequest, Body()], request: Request, pipeline: AcceptingPipeline
 ) -> Response:
@@ -532,7 +545,7 @@ async def score_v1(
     return await _score(body, request, pipeline)
 
 
-@router.post("/v1/rerank", response_model=VllmRerankResponse, responses=ERRORS, dependencies=[ApiKey])
+@router.post("/v1/rerank", response_model=VllmRerankResponse, responses=ERRORS)
 async def rerank_v1(body: VllmRerankRequest, request: Request, pipeline: AcceptingPipeline) -> Response:
     """vLLM's (Jina/Cohere-style) rerank: each document is scored as the completion of `query`; `results` best
     first, cut to `top_n` (0: all). Scores are σ(reward) unless `use_activation` is false (the raw reward).
@@ -540,7 +553,7 @@ async def rerank_v1(body: VllmRerankRequest, request: Request, pipeline: Accepti
     return await rerank(body, request, pipeline)
 
 
-@router.post("/v2/rerank", response_model=VllmRerankResponse, responses=ERRORS, dependencies=[ApiKey])
+@router.post("/v2/rerank", response_model=VllmRerankResponse, responses=ERRORS)
 async def rerank_v2(body: VllmRerankRequest, request: Request, pipeline: AcceptingPipeline) -> Response:
     """The same as POST /v1/rerank (vLLM serves both)."""
     return await rerank(body, request, pipeline)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from models.formatting import ASSISTANT_MARKER, Text
+from models.messages import ASSISTANT_MARKER, Text
 
 PROMPT_KEYS = ("prompt", "question")
 OBJECTIVE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from models.bundle import MODEL_FILES, BundleError, BundleMeta, read_bundle
-from models.formatting import Encoded, completion_text, dedupe
+from models.formatting import Encoded, dedupe
+from models.messages import completion_text
 from models.objectives import combine
 from models.runtime import BundleScorer
 from models.serving import open_served

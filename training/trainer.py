@@ -14,8 +14,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import Trainer
 
-from models.formatting import Encoded, Formatter, completion_text, dedupe
+from models.formatting import Encoded, Formatter, dedupe
 from models.inputs import pad
+from models.messages import completion_text
 
 from .data import PreferencePair
 from .loss import bradley_terry_loss, length_penalty

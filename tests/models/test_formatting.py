@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from tokenizers import Tokenizer
 
-from models.formatting import FormatError, FormatSpec, Formatter, completion_text, prompt_text, render_chat
+from models.chat_template import render_chat
+from models.formatting import FormatSpec, Formatter
+from models.messages import FormatError, completion_text, prompt_text
 
 PAIRS = [
     ("What is the capital of France?", "Paris."),

@@ -22,7 +22,8 @@ from training.data import DataError, load_pairs, pairs_from_record
 
 @pytest.fixture(scope="module")
 def api_server(tiny_bundle: Path) -> Iterator[LiveServer]:
-    server = LiveServer(tiny_bundle, "--precision", "fp32", "--max-wait-ms", "1")
+    # With an admin key (sent by the fuzzer), /admin/reload is exercised too; without one it only ever answers 403.
+    server = LiveServer(tiny_bundle, "--precision", "fp32", "--max-wait-ms", "1", "--admin-api-key", "adm")
     server.wait_ready()
     try:
         yield server
@@ -35,6 +36,7 @@ def test_api_keeps_its_published_contract(api_server: LiveServer) -> None:
     as published, schema-valid bodies accepted and invalid ones refused (schemathesis' own CLI, all phases)."""
     st_cli = Path(sys.executable).with_name("st")
     cmd = [str(st_cli), "run", api_server.url + "/openapi.json", "--checks", "all", "--max-examples", "40"]
+    cmd += ["--header", "Authorization: Bearer adm"]
     run = subprocess.run([*cmd, "--seed", "1", "--no-color"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-4000:]
     generated = re.search(r"(\d+) generated, (\d+) passed", run.stdout)

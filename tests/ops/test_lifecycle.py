@@ -79,7 +79,10 @@ def test_readyz_turns_503_at_once_on_sigterm_while_work_is_still_served(tiny_bun
 
 
 def test_reload_swaps_models_without_dropping_requests(tiny_bundle: Path, second_bundle: Path, tmp_path: Path) -> None:
-    server = LiveServer(tiny_bundle, "--precision", "fp32", "--api-key", "k", "--admin-api-key", "adm")
+    root = os.path.commonpath([tiny_bundle, second_bundle, tmp_path])  # reloads stay inside the model root
+    server = LiveServer(
+        tiny_bundle, "--precision", "fp32", "--api-key", "k", "--admin-api-key", "adm", "--model-root", root
+    )
     server.wait_ready()
     auth = {"Authorization": "Bearer k"}
     admin = {"Authorization": "Bearer adm"}

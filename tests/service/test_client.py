@@ -9,7 +9,7 @@ import pickle
 import pytest
 from servers import LiveServer
 
-from models.formatting import FormatError
+from models.messages import FormatError
 from service.client import (
     AsyncRewardClient,
     AsyncRewardFunction,

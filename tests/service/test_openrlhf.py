@@ -96,10 +96,10 @@ def expected(url: str, question: str) -> float:
     return float(httpx.post(url + "/score", json={"items": [item]}).json()["scores"][0])
 
 
-def split_counts(url: str) -> dict[tuple[str, str], float]:
+def split_counts(url: str, repair: str = "none") -> dict[tuple[str, str], float]:
     text = httpx.get(url + "/metrics").text
-    found = re.findall(r'rm_openrlhf_splits_total\{markup="(\w+)",split="(\w+)"\} ([0-9.]+)', text)
-    return {(split, markup): float(n) for markup, split, n in found}
+    found = re.findall(r'rm_openrlhf_splits_total\{markup="(\w+)",repair="(\w+)",split="(\w+)"\} ([0-9.]+)', text)
+    return {(split, markup): float(n) for markup, fix, split, n in found if fix == repair}
 
 
 def test_openrlhf_rollouts_get_their_rewards(agent: Any, policy_tokenizer: Any, tiny_bundle: Path) -> None:

@@ -122,7 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_graceful_shutdown=int(settings.drain_timeout) + BACKSTOP_SECONDS,
         timeout_keep_alive=settings.keep_alive_seconds,
         limit_concurrency=connection_limit(settings.max_connections),
-        http=guarded(settings.header_timeout_seconds, settings.max_header_bytes),
+        http=guarded(
+            settings.header_timeout_seconds,
+            settings.max_header_bytes,
+            app.state.metrics.rejected.labels("connections").inc,
+        ),
         access_log=False,
     )
     server = DrainingServer(config)

@@ -17,7 +17,7 @@ from models.serving import Served
 from . import errors, routes, tei, vllm
 from .lifecycle import Lifecycle
 from .metrics import Metrics
-from .middleware import Auth, BodyLimit, CatchAll, RequestMetrics
+from .middleware import Admission, Auth, BodyLimit, CatchAll, RequestMetrics
 from .pipeline import Pipeline
 from .settings import Settings
 
@@ -103,8 +103,9 @@ def create_app(settings: Settings, opened: Served | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router)
     endpoints = frozenset(getattr(route, "path", "") for router in routers for route in router.routes)
-    # Outermost last: CatchAll > RequestMetrics > Auth > BodyLimit > the routes.
+    # Outermost last: CatchAll > RequestMetrics > Auth > Admission > BodyLimit > the routes.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, read_seconds=settings.body_timeout_seconds)
+    app.add_middleware(Admission, refusal=pipeline.refusal)
     app.add_middleware(Auth, api_key=settings.api_key, admin_key=settings.admin_api_key)
     # Requests are counted by the route that took them (any other path is "other", so label values stay bounded).
     app.add_middleware(RequestMetrics, metrics=metrics, endpoints=endpoints)

@@ -21,7 +21,7 @@ import itertools
 import logging
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -101,24 +101,51 @@ class Reservation:
         self.shrink(self.remaining)
 
 
-class Pace:
-    """How fast the model goes, measured on the batches it runs: seconds per padded token and tokens per pair,
-    each a moving average over recent batches (a batch's cost grows with its padded tokens, whatever its shape)."""
+def _too_late() -> NotReady:
+    """The answer to admitted pairs that the drain's deadline caught before they ran."""
+    return NotReady(
+        "shutting down: the drain deadline passed before this request ran; retry (another replica may take it)",
+        headers={"Retry-After": "1"},
+    )
 
-    SMOOTHING = 0.2  # weight of the newest batch: a change of load shows within ~10 batches
+
+class Pace:
+    """How fast the model goes, measured on the batches it ran in the last few seconds: seconds per padded token
+    (a batch's cost grows with its padded tokens, whatever its shape) and real tokens per pair.
+
+    Ratios of sums over a window, not an average of per-batch ratios: one batch that waited for a CPU moves the
+    estimate by its share of the time, not by its own ratio (single-pair batches on a busy CPU swing 100x)."""
+
+    WINDOW_SECONDS = 5.0
 
     def __init__(self) -> None:
-        self.seconds_per_token: float | None = None
-        self.tokens_per_pair: float | None = None
+        self._batches: deque[tuple[float, int, int, int, float]] = deque()  # (done at, pairs, padded, real, seconds)
+        self._pairs = self._padded = self._real = 0
+        self._seconds = 0.0
 
     def observe(self, pairs: int, padded_tokens: int, real_tokens: int, seconds: float) -> None:
         if pairs <= 0 or padded_tokens <= 0:
             return
-        self.seconds_per_token = self._mix(self.seconds_per_token, seconds / padded_tokens)
-        self.tokens_per_pair = self._mix(self.tokens_per_pair, real_tokens / pairs)
+        now = time.monotonic()
+        self._batches.append((now, pairs, padded_tokens, real_tokens, seconds))
+        self._add(pairs, padded_tokens, real_tokens, seconds)
+        while len(self._batches) > 1 and self._batches[0][0] < now - self.WINDOW_SECONDS:
+            _, pairs, padded, real, spent = self._batches.popleft()
+            self._add(-pairs, -padded, -real, -spent)
 
-    def _mix(self, old: float | None, new: float) -> float:
-        return new if old is None else old + self.SMOOTHING * (new - old)
+    def _add(self, pairs: int, padded: int, real: int, seconds: float) -> None:
+        self._pairs += pairs
+        self._padded += padded
+        self._real += real
+        self._seconds += seconds
+
+    @property
+    def seconds_per_token(self) -> float | None:
+        return max(self._seconds, 0.0) / self._padded if self._padded else None
+
+    @property
+    def tokens_per_pair(self) -> float | None:
+        return self._real / self._pairs if self._pairs else None
 
 
 class MicroBatcher:
@@ -191,9 +218,17 @@ class MicroBatcher:
         """
         if self._closed:
             raise NotReady("the server is shutting down", headers={"Retry-After": "1"})
+        refused = self.refusal(n)
+        if refused is not None:
+            raise refused
+        self._reserved += n
+        return Reservation(self, n)
+
+    def refusal(self, n: int) -> Overloaded | None:
+        """Why n more pairs cannot be admitted now (None: they can)."""
         depth = self._waiting + self._reserved
         if depth + n > self.max_queue:
-            raise Overloaded(
+            return Overloaded(
                 f"queue full ({depth} pairs waiting, limit {self.max_queue}); retry shortly",
                 headers={"Retry-After": str(max(1, math.ceil(self.expected_wait())))},
             )
@@ -201,13 +236,12 @@ class MicroBatcher:
         if self.max_queue_seconds and depth and wait > self.max_queue_seconds:
             # Honest Retry-After: when enough of the work ahead will be done for this request to fit.
             retry = max(1, math.ceil(wait - self.max_queue_seconds))
-            raise Overloaded(
-                f"these {n} pairs would wait about {wait:.0f} s behind {depth} queued pairs, over the limit of "
+            return Overloaded(
+                f"{n} more pairs would wait about {wait:.0f} s behind {depth} queued pairs, over the limit of "
                 f"{self.max_queue_seconds:g} s (RM_MAX_QUEUE_SECONDS); retry in {retry} s or send fewer pairs",
                 headers={"Retry-After": str(retry)},
             )
-        self._reserved += n
-        return Reservation(self, n)
+        return None
 
     async def scores(self, items: Sequence[HasLength]) -> list[float]:
         """Reserve, queue and await `items` in one call (for callers with nothing to do in between)."""
@@ -223,7 +257,7 @@ class MicroBatcher:
         # While draining, reserved pairs still get queued: the flush loop waits for every reservation.
         if self._closed and (self._loop_task is None or self._loop_task.done()):
             self.refused += len(items)
-            raise NotReady("the server is shutting down", headers={"Retry-After": "1"})
+            raise _too_late()
         self._reserved -= len(items)
         loop = asyncio.get_running_loop()
         futures = []
@@ -351,10 +385,7 @@ class MicroBatcher:
                 await asyncio.wait_for(asyncio.shield(self._loop_task), timeout)
             except TimeoutError:
                 self._loop_task.cancel()
-        late = NotReady(
-            "shutting down: the drain deadline passed before this request ran; retry (another replica may take it)",
-            headers={"Retry-After": "1"},
-        )
+        late = _too_late()
         for p in self._pending.values():
             if not p.future.done():
                 p.future.set_exception(late)

@@ -62,7 +62,7 @@ class _ClientConfig:
         self,
         url: str,
         api_key: str | None = None,
-        timeout: float = 60.0,
+        timeout: float = 120.0,  # above the server's default RM_MAX_QUEUE_SECONDS (60): admitted means answered
         retries: int = 5,
         chunk_size: int = 256,
         backoff: float = 0.1,

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import resource
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.flow_control import service_unavailable
@@ -31,15 +32,24 @@ def _raw_response(status: int, phrase: str, kind: str, message: str) -> bytes:
     return head.encode("ascii") + body
 
 
+_UNAVAILABLE = json.dumps({"error": "too many open connections to this server; retry shortly", "type": "overloaded"})
+
+
 async def _json_unavailable(scope: Any, receive: Any, send: Any) -> None:
     """What a request over the connection limit gets: uvicorn's own answer, as JSON."""
-    body = json.dumps(
-        {"error": "too many open connections to this server; retry shortly", "type": "overloaded"}
-    ).encode()
+    body = _UNAVAILABLE.encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(b"connection", b"close"), (b"retry-after", b"1")]
     await send({"type": "http.response.start", "status": 503, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class _QuietLimit(logging.Filter):
+    """uvicorn logs a warning for every request over the connection limit: under overload that is a log line per
+    request (the refusals are counted in rm_rejected_total instead)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Exceeded concurrency limit."
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -47,6 +57,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     header_timeout = 10.0
     max_header_bytes = 65536
+    on_refused: Any = None  # called for each request refused over the connection limit
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -67,7 +78,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._header_timer = None
         if self.transport.is_closing():
             return
-        if self._header_bytes or self.url:  # a request was started: say why it is cut off
+        started: bytes = getattr(self, "url", b"")
+        if self._header_bytes or started:  # a request was started: say why it is cut off
             message = f"request headers not received within {self.header_timeout:g} s"
             self.transport.write(_raw_response(408, "Request Timeout", "timeout", message))
         self.transport.close()
@@ -102,16 +114,21 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
-        super()._start_asgi_task(cycle, _json_unavailable if app is service_unavailable else app)
+        if app is service_unavailable:
+            app = _json_unavailable
+            if self.on_refused is not None:
+                self.on_refused()
+        super()._start_asgi_task(cycle, app)
 
 
-def guarded(header_timeout: float, max_header_bytes: int) -> type[GuardedProtocol]:
+def guarded(
+    header_timeout: float, max_header_bytes: int, on_refused: Callable[[], None] | None = None
+) -> type[GuardedProtocol]:
     """The protocol class to give uvicorn, with these limits."""
-    return type(
-        "GuardedProtocol",
-        (GuardedProtocol,),
-        {"header_timeout": header_timeout, "max_header_bytes": max_header_bytes},
-    )
+    logging.getLogger("uvicorn.error").addFilter(_QuietLimit())
+    attributes = {"header_timeout": header_timeout, "max_header_bytes": max_header_bytes}
+    hook = {"on_refused": staticmethod(on_refused)} if on_refused is not None else {}
+    return type("GuardedProtocol", (GuardedProtocol,), attributes | hook)
 
 
 def connection_limit(wanted: int, spare_files: int = 64) -> int:

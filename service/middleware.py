@@ -1,5 +1,5 @@
 """Pure ASGI middleware, outermost first: no exception leaves the app, request metrics, keys checked before any body
-is read, and the body's size and read deadline.
+is read, overload refused before any body is read, and the body's size and read deadline.
 
 Cheap checks come first: an unauthenticated or oversized request is answered from its headers, before the body is
 read or parsed, so it costs the server nothing that a client without a key can inflate.
@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Callable
 
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException
@@ -63,6 +64,14 @@ class CatchAll:
             await self.app(scope, receive, tracked)
         except errors.ClientDisconnected:
             return
+        except asyncio.CancelledError:  # the server's own shutdown backstop cut this request: say so, in JSON
+            if not started:
+                dialect = errors.path_dialect(scope["path"])
+                message = "shutting down: the request was cut off; retry"
+                await errors.error_response(dialect, 503, "not_ready", message, {"Retry-After": "1"})(
+                    scope, receive, send
+                )
+            raise
         except Exception:
             log.exception("unexpected error on %s", scope.get("path"))
             if not started:
@@ -141,19 +150,28 @@ class Auth:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int, kind: str, message: str) -> None:
         dialect = errors.path_dialect(scope["path"])
+        read = False
         if status == 401:
             message += " (send 'Authorization: Bearer KEY')"
             if errors.shares_path(scope["path"]):
-                dialect = await _peeked_dialect(scope, receive, dialect)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+                dialect, read = await _peeked_dialect(scope, receive, dialect)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        if not read and _has_body(scope):
+            headers["Connection"] = "close"  # the body stays unread: close rather than wait for the rest of it
         await errors.error_response(dialect, status, kind, message, headers)(scope, receive, send)
 
 
-async def _peeked_dialect(scope: Scope, receive: Receive, default: errors.Dialect) -> errors.Dialect:
-    """The dialect a small JSON body speaks on a shared path; `default` for a big, slow or unparseable one."""
+def _has_body(scope: Scope) -> bool:
+    headers = dict(scope["headers"])
+    return headers.get(b"content-length", b"0") not in (b"0", b"") or b"transfer-encoding" in headers
+
+
+async def _peeked_dialect(scope: Scope, receive: Receive, default: errors.Dialect) -> tuple[errors.Dialect, bool]:
+    """(The dialect a small JSON body speaks on a shared path, whether the body was read whole); `default` for a
+    big, slow or unparseable one."""
     declared = dict(scope["headers"]).get(b"content-length", b"")
     if not declared.isdigit() or int(declared) > PEEK_BYTES:
-        return default
+        return default, False
     chunks: list[bytes] = []
     try:
         async with asyncio.timeout(1.0):
@@ -162,9 +180,37 @@ async def _peeked_dialect(scope: Scope, receive: Receive, default: errors.Dialec
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body") or sum(map(len, chunks)) > PEEK_BYTES:
                     break
-        return errors.body_dialect(scope["path"], json.loads(b"".join(chunks)))
-    except (TimeoutError, ValueError):
-        return default
+    except TimeoutError:
+        return default, False
+    try:
+        return errors.body_dialect(scope["path"], json.loads(b"".join(chunks))), True
+    except ValueError:
+        return default, True
+
+
+class Admission:
+    """While the queue is already past its time limit, a scoring request is refused from its headers: under overload
+    refusals outnumber answers, and a 429 decided before the body is read, parsed and validated leaves the CPU to
+    the requests that were admitted. (The exact decision, for the request's own pairs, is the batcher's.)"""
+
+    def __init__(self, app: ASGIApp, refusal: Callable[[], errors.ApiError | None]) -> None:
+        self.app = app
+        self.refusal = refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path not in PUBLIC_PATHS and not path.startswith(ADMIN_PREFIX):
+            refused = self.refusal()
+            if refused is not None:
+                headers = dict(refused.headers)
+                if _has_body(scope):
+                    headers["Connection"] = "close"  # the body stays unread
+                dialect = errors.path_dialect(path)
+                await errors.error_response(dialect, refused.status, refused.kind, refused.message, headers)(
+                    scope, receive, send
+                )
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

@@ -28,7 +28,7 @@ from models.runtime import CPU
 from models.serving import Served, open_served
 
 from .batcher import BatchStats, MicroBatcher
-from .errors import InferenceFailed, InvalidInput, NotReady, TooLarge
+from .errors import InferenceFailed, InvalidInput, NotReady, Overloaded, TooLarge
 from .metrics import Metrics
 from .settings import Settings
 
@@ -256,6 +256,11 @@ class Pipeline:
         self._closing: asyncio.Future[int] | None = None
         self.refused = 0  # admitted pairs answered 503 at the drain deadline (the process then exits non-zero)
 
+    def refusal(self) -> Overloaded | None:
+        """Overloaded when even one more pair would not be admitted now (so a request can be refused unread)."""
+        model = self.model
+        return model.batcher.refusal(1) if model is not None else None
+
     def check_limits(self, texts: Sequence[tuple[str, Text]], items: int) -> None:
         """413 for too many pairs or an over-long text, naming the field."""
         limit = self.settings.max_items_per_request
@@ -291,9 +296,13 @@ class Pipeline:
                 encoded, index, repairs = model.encode(prompts, completions, field_of, repair)  # no thread hop
             else:
                 loop = asyncio.get_running_loop()
-                encoded, index, repairs = await loop.run_in_executor(
-                    self._tokenizer_pool, model.encode, prompts, completions, field_of, repair
-                )
+                try:
+                    work = loop.run_in_executor(
+                        self._tokenizer_pool, model.encode, prompts, completions, field_of, repair
+                    )
+                except RuntimeError:  # the pool was shut down: the server is stopping
+                    raise NotReady("the server is shutting down", headers={"Retry-After": "1"}) from None
+                encoded, index, repairs = await work
             self.metrics.tokenize_latency.observe(time.perf_counter() - started)
             repeats = len(index) - len(encoded)
             if repeats:
@@ -358,7 +367,9 @@ class Pipeline:
         refused = await self.model.close(timeout) if self.model is not None else 0
         if self._retiring:
             await asyncio.wait(set(self._retiring), timeout=timeout)
-        self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)
+        # The tokeniser threads finish what they hold (its pairs then meet the closed queue: 503) and exit; none of
+        # their work is cancelled, which would end its request without an answer.
+        self._tokenizer_pool.shutdown(wait=False)
         if refused:
             log.error("the drain deadline (%g s) passed: %d admitted pairs were answered 503", timeout, refused)
         self.refused = refused

@@ -4,7 +4,6 @@ settings, so Pipeline.score checks them there and these models stay static for t
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictStr, field_validator
@@ -63,20 +62,14 @@ class ScoreItem(_Strict):
     _check = field_validator("prompt", "completion")(_check_text)
 
 
+MAX_WEIGHT = 1e6  # far beyond any sensible mix, far below where a weighted reward would leave float range
 Weights = Annotated[
-    dict[StrictStr, float] | None,
+    dict[StrictStr, Annotated[float, Field(ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False)]] | None,
     Field(
         description="Multi-objective models: the weight of each objective in the reward (unnamed objectives weigh "
-        "0; default: the model's own combination). A model with one reward takes no weights."
+        "0; default: the model's own combination), finite, within ±1e6. A model with one reward takes no weights."
     ),
-    AfterValidator(lambda w: _finite(w)),
 ]
-
-
-def _finite(weights: dict[str, float] | None) -> dict[str, float] | None:
-    if weights is not None and not all(math.isfinite(v) for v in weights.values()):
-        raise ValueError("weights must be finite numbers")
-    return weights
 
 
 class ScoreRequest(_Strict):

@@ -121,10 +121,11 @@ class Settings(BaseSettings):
         60.0, gt=0, description="A request's body must arrive within this long after its headers (408 otherwise)."
     )
     max_connections: int = Field(
-        1000,
+        8192,
         ge=1,
         description="Open connections (and requests in progress) beyond which new requests get a JSON 503 at once; "
-        "kept below the process's open-file limit.",
+        "kept below the process's open-file limit (raised to its hard limit at start). Keep it above the number of "
+        "requests your trainers have in flight at once (OpenRLHF sends every sample of a rollout as its own).",
     )
     max_header_bytes: int = Field(
         65536, ge=1024, description="Request line plus headers; a request with more is answered 431 and closed."

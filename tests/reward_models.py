@@ -25,6 +25,36 @@ GEMMA_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
     "{{ m['content'] | trim }}<end_of_turn>\n{% endfor %}"
 )
+# The templates of instruction-tuned models that refuse some conversations with raise_exception, as published in their
+# tokenizer_config.json: Gemma-it (no system turn; roles must alternate), Mistral-7B-Instruct-v0.1 (user and assistant
+# only, alternating), Llama-2-chat (a leading system turn is folded into the first user turn; roles must alternate).
+GEMMA_IT_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}"
+)
+MISTRAL_INSTRUCT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+)
+LLAMA2_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
+    "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if loop.index0 == 0 and system_message != false %}"
+    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}"
+    "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}"
+)
 # family: (special tokens, bos, eos, pad, chat template)
 DECODERS: dict[str, tuple[list[str], str | None, str, str | None, str | None]] = {
     "llama": (
@@ -94,8 +124,9 @@ def _roberta_tokenizer() -> Any:
     )
 
 
-def make_reward_model(path: Path, family: str, minilm: str) -> Path:
-    """A 2-layer, 32-wide `family` reward model (num_labels=1) with its tokenizer, saved to `path`."""
+def make_reward_model(path: Path, family: str, minilm: str, template: str | None = None) -> Path:
+    """A 2-layer, 32-wide `family` reward model (num_labels=1) with its tokenizer, saved to `path` (a decoder with its
+    family's chat template, or `template`)."""
     import torch
     import transformers as tf
 
@@ -126,11 +157,11 @@ def make_reward_model(path: Path, family: str, minilm: str) -> Path:
                 )
             )
     else:
-        specials, bos, eos, pad, template = DECODERS[family]
+        specials, bos, eos, pad, chat_template = DECODERS[family]
         tok = tf.PreTrainedTokenizerFast(
             tokenizer_object=byte_bpe(specials), bos_token=bos, eos_token=eos, pad_token=pad
         )
-        tok.chat_template = template
+        tok.chat_template = chat_template if template is None else template
         ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
         common = small | ids | {"vocab_size": len(tok), "hidden_size": 32, "max_position_embeddings": 256}
         if family == "gpt2":

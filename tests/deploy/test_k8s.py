@@ -53,8 +53,24 @@ def test_probes_and_security_of_the_deployment() -> None:
     assert pod["securityContext"]["runAsNonRoot"] and security["readOnlyRootFilesystem"]
     assert not security["allowPrivilegeEscalation"] and security["capabilities"]["drop"] == ["ALL"]
     config = yaml.safe_load((K8S / "base" / "configmap.yaml").read_text())["data"]
-    drain = float(config["RM_DRAIN_SECONDS"]) + container["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert pod["terminationGracePeriodSeconds"] > drain
     assert set(config) <= {f"RM_{name.upper()}" for name in Settings.model_fields}  # no typos in RM_* names
+    gpu_config = yaml.safe_load((K8S / "overlays" / "gpu" / "configmap-gpu.yaml").read_text())["data"]
+    assert set(gpu_config) <= {f"RM_{name.upper()}" for name in Settings.model_fields}
+    for overlay in ({}, gpu_config):
+        assert_drain_keeps_its_promise(pod, container, config | overlay)
+
+
+def assert_drain_keeps_its_promise(pod: dict[str, Any], container: dict[str, Any], config: dict[str, str]) -> None:
+    """Every admitted request can be answered before the kubelet's SIGKILL: admission by expected wait <= drain,
+    and preStop + shutdown delay + drain + the server's backstop <= the grace period."""
+    from service.__main__ import BACKSTOP_SECONDS
+    from service.settings import Settings
+
+    settings = Settings(
+        model_dir="/models/current", **{k[3:].lower(): v for k, v in config.items() if k != "RM_MODEL_DIR"}
+    )
+    assert 0 < settings.max_queue_seconds <= settings.drain_timeout
+    before_sigterm = container["lifecycle"]["preStop"]["sleep"]["seconds"] + settings.shutdown_delay_seconds
+    assert before_sigterm + settings.drain_timeout + BACKSTOP_SECONDS < pod["terminationGracePeriodSeconds"]
     gpu = yaml.safe_load((K8S / "overlays" / "gpu" / "deployment-gpu.yaml").read_text())
     assert gpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"

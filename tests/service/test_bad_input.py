@@ -27,6 +27,10 @@ CASES = [
     ("/compare", b'{"prompt": "p"}', 422, "completions"),
     ("/get_reward", b'{"query": [null]}', 422, "query.0"),
     ("/nope", b"{}", 404, ""),
+    # Bounded while parsing, and said so (these were "not valid UTF-8 JSON" once).
+    ("/score", b"[" * 10_000 + b"]" * 10_000, 422, "nested too deeply"),
+    ("/score", b'{"items": [{"prompt": "p", "completion": "c"}], "normalize": ' + b"9" * 5000 + b"}", 422, "50 digits"),
+    ("/score", b'{"items": [' + b"0," * 1_100_000 + b"0]}", 413, "JSON values"),
 ]
 
 

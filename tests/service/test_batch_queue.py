@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 
@@ -187,5 +188,41 @@ def test_admission_counts_pairs_still_being_tokenised_and_close_waits_for_them()
         assert scores == [2, 4, 6]
         await closing
         assert b.depth == 0
+
+    asyncio.run(main())
+
+
+def test_admission_by_expected_wait_answers_at_once_with_an_honest_retry_after() -> None:
+    """A request that would wait past max_queue_seconds at the measured pace is refused at once, saying when it would
+    fit; one that fits is queued whole; the pair bound stays as a memory cap."""
+
+    def paced(items: list[Item]) -> np.ndarray:  # 0.5 ms per padded token, as a model's cost grows with its input
+        time.sleep(0.0005 * len(items) * max(len(i) for i in items))
+        return np.array([i.value for i in items], dtype=np.float32)
+
+    async def main() -> None:
+        b = MicroBatcher(paced, max_batch_tokens=10, max_batch_size=1, max_wait_ms=0, max_queue=500)
+        b.max_queue_seconds = 1.0
+        b.start()
+        assert b.expected_wait(100) == 0.0  # nothing measured yet: the pair bound alone decides
+        await b.scores([Item(1, 10) for _ in range(4)])
+        assert b.pace.seconds_per_token == pytest.approx(0.0005, rel=0.5)
+        with b.reserve(300) as room:  # 1.5 s of work, into an empty queue: admitted whole (it fits nowhere better)
+            pending = asyncio.ensure_future(room.scores([Item(2, 10) for _ in range(300)]))
+            await asyncio.sleep(0.05)
+            started = time.perf_counter()
+            with pytest.raises(Overloaded) as refused:
+                b.reserve(10)
+            assert time.perf_counter() - started < 0.01  # answered at once, not after a wait
+            wait = b.expected_wait(10)
+            assert 1.0 < wait < 3.0, wait
+            assert refused.value.headers["Retry-After"] == str(math.ceil(wait - 1.0))
+            assert "RM_MAX_QUEUE_SECONDS" in refused.value.message
+            assert await pending == [2.0] * 300
+        with b.reserve(10) as room:  # the queue drained: room again
+            assert await room.scores([Item(3, 10) for _ in range(10)]) == [3.0] * 10
+        with pytest.raises(Overloaded, match="queue full"):
+            b.reserve(501)
+        await b.close()
 
     asyncio.run(main())

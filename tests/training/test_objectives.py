@@ -104,6 +104,11 @@ def test_the_service_answers_per_objective(two_heads: Path) -> None:
         assert {"propertyNames": {"enum": ["friendly", "blunt"]}}.items() <= schema["anyOf"][0].items()
         info = c.get("/info").json()
         assert info["objectives"] == ["friendly", "blunt"] and info["weights"] == {"friendly": 0.75, "blunt": 0.25}
+        # Weights that would push the reward out of float range are refused (a 500 once: the answer was not JSON).
+        for weights in ({"friendly": 1e308, "blunt": -1e308}, {"friendly": 2e6}):
+            huge = c.post("/score", json={"items": items, "weights": weights})
+            assert huge.status_code == 422 and huge.json()["error"].startswith("weights."), huge.text
+        assert c.post("/score", json={"items": items, "weights": {"friendly": 1e6, "blunt": -1e6}}).status_code == 200
 
 
 def test_trl_reward_function_can_reward_one_objective(two_heads: Path) -> None:

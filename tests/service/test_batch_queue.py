@@ -208,7 +208,7 @@ def test_admission_by_expected_wait_answers_at_once_with_an_honest_retry_after()
         await b.scores([Item(1, 10) for _ in range(4)])
         assert b.pace.seconds_per_token == pytest.approx(0.0005, rel=0.5)
         with b.reserve(300) as room:  # 1.5 s of work, into an empty queue: admitted whole (it fits nowhere better)
-            pending = asyncio.ensure_future(room.scores([Item(2, 10) for _ in range(300)]))
+            pending = [asyncio.ensure_future(room.scores([Item(2, 10) for _ in range(300)]))]
             await asyncio.sleep(0.05)
             started = time.perf_counter()
             with pytest.raises(Overloaded) as refused:
@@ -218,7 +218,8 @@ def test_admission_by_expected_wait_answers_at_once_with_an_honest_retry_after()
             assert 1.0 < wait < 3.0, wait
             assert refused.value.headers["Retry-After"] == str(math.ceil(wait - 1.0))
             assert "RM_MAX_QUEUE_SECONDS" in refused.value.message
-            assert await pending == [2.0] * 300
+            [scored] = await asyncio.gather(*pending)
+            assert scored == [2.0] * 300
         with b.reserve(10) as room:  # the queue drained: room again
             assert await room.scores([Item(3, 10) for _ in range(10)]) == [3.0] * 10
         with pytest.raises(Overloaded, match="queue full"):

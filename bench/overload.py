@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.overload", description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, help="Bundle to serve (started here); or --url for a running server.")
     parser.add_argument("--url", help="A server already running (e.g. another build, for a before/after).")
-    parser.add_argument("--server-args", nargs="*", default=[], help="Extra `python -m service` flags.")
+    parser.add_argument(
+        "--server-args", default="", help="Extra `python -m service` flags, one string: '--max-queue-seconds 20'."
+    )
     parser.add_argument("--knee", type=float, help="Requests/s the server sustains (default: measured here).")
     parser.add_argument("--multiples", type=float, nargs="+", default=[1.0, 2.0, 5.0])
     parser.add_argument("--seconds", type=float, default=40.0, help="Arrivals per load level.")
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give exactly one of --bundle and --url")
     server = None
     if args.bundle is not None:
-        server = ServiceServer(args.bundle, *args.server_args, capture=False)
+        server = ServiceServer(args.bundle, *shlex.split(args.server_args), capture=False)
         server.wait_ready()
     url = args.url or server.url  # type: ignore[union-attr]
     try:

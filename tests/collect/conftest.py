@@ -21,8 +21,20 @@ def tiny_llama_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def reward_service(tiny_bundle: Path) -> Iterator[LiveServer]:
-    server = LiveServer(tiny_bundle, "--precision", "fp32", "--intra-op-threads", "1", "--admin-api-key", "reload-key")
+def reward_service(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    # The tests fit new bundles into their own temporary folders: all of them lie under pytest's base folder.
+    root = str(tmp_path_factory.getbasetemp())
+    server = LiveServer(
+        tiny_bundle,
+        "--precision",
+        "fp32",
+        "--intra-op-threads",
+        "1",
+        "--admin-api-key",
+        "reload-key",
+        "--model-root",
+        root,
+    )
     try:
         server.wait_ready()
         yield server

@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     result["servers"] = servers
     result["accuracy"] = {p: bundle.meta.eval_metrics.get(p, {}).get("overall") for p in bundle.meta.precisions}
-    result["int8"] = bundle.meta.parity.get("int8")
+    result["int8"] = bundle.meta.parity.int8
 
     from .report import write_report
 

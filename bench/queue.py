@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from service.batcher import MicroBatcher
-from service.settings import CPU_LIMITS
+from service.core.batcher import MicroBatcher
+from service.core.settings import CPU_LIMITS
 
 
 class _Pair:

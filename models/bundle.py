@@ -4,7 +4,9 @@ A bundle is a folder:
 
     reward_model.json   BundleMeta (schema version, formatting, reward statistics, metrics, file hashes)
     tokenizer.json      the `tokenizers` tokenizer training used
-    model.onnx          fp32 graph, dynamic batch and sequence axes, output `reward` of shape (batch,)
+    model.onnx          fp32 graph, dynamic batch and sequence axes, output `reward` (batch,), or `rewards`
+                        (batch, k) for a bundle with k objectives
+    model.onnx.data     optional: the weights of a graph over ONNX's 2 GB limit, beside it (likewise for the others)
     model.int8.onnx     optional, statically quantised (batch-invariant) int8 graph
     model.fp16.onnx     optional, fp16 graph for GPUs (int64 inputs and a float32 output, like the others)
 
@@ -15,18 +17,20 @@ SHA-256 differs from the one recorded at export (a swapped tokenizer, a truncate
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .formatting import FormatSpec
 from .messages import FormatError
+from .records import BundleError, ExportChecks, Reference, RewardHead, RewardStats
 
 SCHEMA_VERSION = 2
 # Version 1 bundles read as version 2 ones: 2 added FormatSpec.append_eos (v1 decoders always appended EOS, its
@@ -46,10 +50,6 @@ def data_file(model_file: str) -> str:
 ARCHITECTURES = ("encoder", "decoder")
 
 
-class BundleError(Exception):
-    """A bundle that cannot be used; the message names the folder and what is wrong with it."""
-
-
 @dataclass
 class BundleMeta:
     """What the service must know to score exactly as training did, and what the bundle claims about itself."""
@@ -62,13 +62,13 @@ class BundleMeta:
     precisions: list[str]
     pad_token_id: int = 0
     # Reward mean and std on the eval split, per precision: the service's `normalize` uses them.
-    reward_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reward_stats: dict[str, RewardStats] = field(default_factory=dict)
     eval_metrics: dict[str, Any] = field(default_factory=dict)
-    parity: dict[str, Any] = field(default_factory=dict)
-    # Probe pairs and their rewards per precision, re-scored at serve time (models.reference); {} in old bundles.
-    reference: dict[str, Any] = field(default_factory=dict)
+    parity: ExportChecks = field(default_factory=ExportChecks)
+    # Probe pairs and their rewards per precision, re-scored at serve time (models.reference); none in old bundles.
+    reference: Reference | None = None
     # Where the reward comes from: model family, pooling, the position it is read at, label index (shown by /info).
-    reward_head: dict[str, Any] = field(default_factory=dict)
+    reward_head: RewardHead | None = None
     # Multi-objective bundles (k > 1): the heads' names, in the order of the graph's `rewards` output (batch, k),
     # and the default combination (weights by name) that /score returns as the reward. [] for one reward, whose
     # graph outputs `reward` (batch,), as every bundle before objectives did.
@@ -81,9 +81,14 @@ class BundleMeta:
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        """The JSON object `from_dict` reads back into an equal BundleMeta."""
+        data = {f: getattr(self, f) for f in self.__dataclass_fields__}
         data["formatting"] = self.formatting.to_dict()
-        return data
+        data["reward_stats"] = {p: s.to_dict() for p, s in self.reward_stats.items()}
+        data["parity"] = self.parity.to_dict()
+        data["reference"] = self.reference.to_dict() if self.reference else {}
+        data["reward_head"] = self.reward_head.to_dict() if self.reward_head else {}
+        return copy.deepcopy(data)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BundleMeta:
@@ -97,6 +102,16 @@ class BundleMeta:
             raise BundleError(f"unknown metadata fields: {', '.join(sorted(unknown))}")
         try:
             fields["formatting"] = FormatSpec.from_dict(fields["formatting"])
+            objectives = list(fields.get("objectives", []))
+            fields["reward_stats"] = {
+                p: RewardStats.from_dict(s, objectives, f"reward_stats.{p}")
+                for p, s in dict(fields.get("reward_stats", {})).items()
+            }
+            fields["parity"] = ExportChecks.from_dict(fields.get("parity", {}))
+            reference = fields.get("reference")
+            fields["reference"] = Reference.from_dict(reference, len(objectives)) if reference else None
+            head = fields.get("reward_head")
+            fields["reward_head"] = RewardHead.from_dict(head) if head else None
             meta = cls(**fields)
         except (KeyError, TypeError, FormatError) as e:
             raise BundleError(f"invalid metadata: {e}") from e
@@ -105,23 +120,19 @@ class BundleMeta:
         bad = [p for p in meta.precisions if p not in MODEL_FILES]
         if bad or "fp32" not in meta.precisions:
             raise BundleError(f"precisions must include fp32 and be among {sorted(MODEL_FILES)}: {meta.precisions}")
-        _check_reference(meta)
         if meta.objectives and (
             len(set(meta.objectives)) != len(meta.objectives) or set(meta.weights) - set(meta.objectives)
         ):
             raise BundleError(
                 f"objectives must be distinct names and weights among them: {meta.objectives} {meta.weights}"
             )
-        for precision, stats in meta.reward_stats.items():
-            if not (isinstance(stats, dict) and stats.get("std", 0) > 0 and "mean" in stats):
-                raise BundleError(f"reward_stats[{precision!r}] needs a mean and a positive std, got {stats}")
         return meta
 
-    def normalizer(self, precision: str) -> tuple[float, float] | None:
-        """(mean, std) for `(r - mean) / std`, or None when the bundle recorded none (an imported model exported
-        without evaluation data): normalising is then refused, never silently an identity."""
-        stats = self.reward_stats.get(precision) or self.reward_stats.get("fp32")
-        return (float(stats["mean"]), float(stats["std"])) if stats else None
+    def stats_for(self, precision: str) -> RewardStats | None:
+        """The reward statistics `normalize` uses for `precision` (fp32's if it has none of its own), or None when
+        the bundle recorded none (an imported model exported without evaluation data): normalising is then
+        refused, never silently an identity."""
+        return self.reward_stats.get(precision) or self.reward_stats.get("fp32")
 
     def reward_scale(self) -> float:
         """The typical size of a reward difference, which tolerances are relative to: the fp32 reward std on the
@@ -129,44 +140,13 @@ class BundleMeta:
         else 1."""
         stats = self.reward_stats.get("fp32")
         if stats:
-            heads = stats.get("objectives")
-            return float(min(h["std"] for h in heads.values())) if heads else float(stats["std"])
-        rows = self.reference.get("rewards", {}).get("fp32") if self.reference else None
+            return stats.scale
+        rows = self.reference.rewards.get("fp32") if self.reference else None
         probes = [x for row in rows for x in (row if isinstance(row, list) else [row])] if rows else []
         if len(probes) > 1:
             mean = sum(probes) / len(probes)
             return max((sum((r - mean) ** 2 for r in probes) / len(probes)) ** 0.5, 1e-6)
         return 1.0
-
-
-def _reward_row(value: Any, objectives: int) -> bool:
-    """A probe's reward: a float, or one float per objective."""
-    if not objectives:
-        return isinstance(value, float)
-    return isinstance(value, list) and len(value) == objectives and all(isinstance(x, float) for x in value)
-
-
-def _check_reference(meta: BundleMeta) -> None:
-    ref = meta.reference
-    if not ref:
-        return
-    try:
-        n = len(ref["prompts"])
-        ok = (
-            len(ref["completions"]) == n
-            and isinstance(ref["ids_sha256"], str)
-            and "fp32" in ref["rewards"]  # rewards of precisions the bundle no longer ships are never compared
-            and all(
-                len(r) == n and all(_reward_row(x, len(meta.objectives)) for x in r) for r in ref["rewards"].values()
-            )
-        )
-    except (KeyError, TypeError, AttributeError):
-        ok = False
-    if not ok:
-        raise BundleError(
-            "invalid reference: needs prompts, completions, ids_sha256 and fp32 rewards (one float per probe "
-            "for each precision)"
-        )
 
 
 @dataclass(frozen=True)

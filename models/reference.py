@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .formatting import Encoded
+from .records import Reference
 from .runtime import BundleScorer
 
 # Short and long, refusals and compliance, non-English, emoji, an empty prompt, and one pair past any max length
@@ -56,17 +57,13 @@ def ids_digest(encoded: Sequence[Encoded]) -> str:
     return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
 
 
-def make_reference(scorers: Mapping[str, BundleScorer], probes: Sequence[tuple[str, str]] = PROBES) -> dict[str, Any]:
+def make_reference(scorers: Mapping[str, BundleScorer], probes: Sequence[tuple[str, str]] = PROBES) -> Reference:
     """The `reference` entry of a bundle's metadata: probe texts, their ids' digest, rewards per precision."""
-    prompts, completions = [p for p, _ in probes], [c for _, c in probes]
+    prompts, completions = tuple(p for p, _ in probes), tuple(c for _, c in probes)
     first = next(iter(scorers.values()))
     encoded = first.encode(prompts, completions)
-    return {
-        "prompts": prompts,
-        "completions": completions,
-        "ids_sha256": ids_digest(encoded),
-        "rewards": {precision: s.score_encoded(encoded).tolist() for precision, s in scorers.items()},
-    }
+    rewards = {precision: s.score_encoded(encoded).tolist() for precision, s in scorers.items()}
+    return Reference(prompts, completions, ids_digest(encoded), rewards)
 
 
 @dataclass(frozen=True)
@@ -110,16 +107,16 @@ class ReferenceCheck:
 
 
 def check_reference(
-    scorer: BundleScorer, reference: Mapping[str, Any], std: float, tolerance: float = DEFAULT_TOLERANCE
+    scorer: BundleScorer, reference: Reference | None, std: float, tolerance: float = DEFAULT_TOLERANCE
 ) -> ReferenceCheck | None:
     """Re-encode and re-score the probes through `scorer`; None for a bundle exported without a reference."""
-    if not reference:
+    if reference is None:
         return None
-    encoded = scorer.encode(reference["prompts"], reference["completions"])
-    rewards = reference["rewards"]
+    encoded = scorer.encode(reference.prompts, reference.completions)
+    rewards = reference.rewards
     against = scorer.precision if scorer.precision in rewards else "fp32"
     got = scorer.score_encoded(encoded)
     diff = float(np.max(np.abs(got - np.asarray(rewards[against], dtype=np.float32)), initial=0.0))
     # The floor (the export's own ONNX-vs-torch parity bar) keeps a near-constant model's rounding from failing it.
     limit = max(tolerance * std, ABS_FLOOR)
-    return ReferenceCheck(scorer.precision, against, ids_digest(encoded) == reference["ids_sha256"], diff, limit)
+    return ReferenceCheck(scorer.precision, against, ids_digest(encoded) == reference.ids_sha256, diff, limit)

@@ -30,7 +30,7 @@ def default_precision(bundle: Bundle, providers: Sequence[str]) -> tuple[str, st
     """
     precisions = bundle.meta.precisions
     if providers[0] == CPU and "int8" in precisions:
-        speedup = bundle.meta.parity.get("int8", {}).get("speedup")
+        speedup = bundle.meta.parity.int8_speedup
         if speedup is None or speedup >= MIN_INT8_SPEEDUP:
             return "int8", f"int8 on CPU (the export measured it {speedup or '?'}x fp32)"
         return "fp32", f"fp32 on CPU: the bundle's int8 measured only {speedup}x fp32 at export"
@@ -40,7 +40,7 @@ def default_precision(bundle: Bundle, providers: Sequence[str]) -> tuple[str, st
 
 
 @dataclass(frozen=True)
-class Served:
+class CheckedScorer:
     """An opened scorer, how it reproduced the bundle's reference probes (None: unchecked) and why this precision."""
 
     scorer: BundleScorer
@@ -48,7 +48,7 @@ class Served:
     reason: str
 
 
-def open_served(
+def open_checked(
     bundle: Bundle,
     precision: str | None = None,
     device: str = "auto",
@@ -57,7 +57,7 @@ def open_served(
     spin: bool = True,
     check: CheckMode = "strict",
     tolerance: float = DEFAULT_TOLERANCE,
-) -> Served:
+) -> CheckedScorer:
     """Open the bundle's graph for `precision` (default: default_precision) and re-score its reference probes.
 
     A bundle whose probes tokenise or score differently here than at export raises BundleError under `strict`
@@ -71,7 +71,7 @@ def open_served(
 
     scorer = session(chosen)
     if check == "off":
-        return Served(scorer, None, reason)
+        return CheckedScorer(scorer, None, reason)
     std = bundle.meta.reward_scale()
     result = check_reference(scorer, bundle.meta.reference, std, tolerance)
     ours = precision is None and chosen == "fp16"  # fp16 was our choice, not the user's: fp32 may replace it
@@ -80,8 +80,8 @@ def open_served(
         scorer, reason = session("fp32"), f"fp32: fp16 missed its reference probes here ({result.problem()})"
         result = check_reference(scorer, bundle.meta.reference, std, tolerance)
     if result is None or result.ok:
-        return Served(scorer, result, reason)
+        return CheckedScorer(scorer, result, reason)
     if check == "strict":
         raise BundleError(f"{bundle.path}: {result.problem()} (RM_REFERENCE_CHECK=warn serves it anyway)")
     log.warning("%s: %s (served anyway: RM_REFERENCE_CHECK=warn)", bundle.path, result.problem())
-    return Served(scorer, result, reason)
+    return CheckedScorer(scorer, result, reason)

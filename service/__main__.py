@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .settings import Settings
+from .core.settings import Settings
 
 BACKSTOP_SECONDS = 5
 DRAIN_OVERRUN = 3  # exit status when accepted work had to be refused at the drain deadline
 
 if TYPE_CHECKING:
-    from models.serving import Served
+    from models.serving import CheckedScorer
 
 
 def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
@@ -38,12 +38,12 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if v is not None}
 
 
-def open_or_explain(settings: Settings) -> tuple[Served | None, str]:
+def open_or_explain(settings: Settings) -> tuple[CheckedScorer | None, str]:
     """Read the bundle, open its ONNX session and re-score its reference probes, once: (the opened model, "") or
     (None, the problem in one line). The server then serves this very session."""
     from models.bundle import BundleError
 
-    from .pipeline import open_bundle
+    from .core.models import open_bundle
 
     try:
         return open_bundle(str(settings.model_dir), settings), ""
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     from .app import create_app
-    from .connections import connection_limit, guarded
+    from .web.connections import connection_limit, guarded
 
     if settings.max_queue_seconds and settings.drain_timeout < settings.max_queue_seconds:
         logging.getLogger("service").warning(
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if not server.started:
         return 1
-    refused = app.state.pipeline.refused
+    refused = app.state.models.refused
     if refused:
         print(f"error: the drain deadline passed: {refused} admitted pairs were answered 503", file=sys.stderr)
         return DRAIN_OVERRUN

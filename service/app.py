@@ -1,25 +1,29 @@
-"""create_app(settings): the FastAPI app and its lifespan — load the bundle, warm up, serve, drain on stop."""
+"""create_app(settings): the core (model slot, pipeline, lifecycle, metrics), each protocol registered explicitly with
+its router and error dialect, and the middleware; the lifespan loads the bundle, warms up, serves, drains on stop."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import FastAPI
 
-from models.serving import Served
+from models.serving import CheckedScorer
 
-from . import errors, routes, tei, vllm
-from .lifecycle import Lifecycle
-from .metrics import Metrics
-from .middleware import Admission, Auth, BodyLimit, CatchAll, RequestMetrics
-from .pipeline import Pipeline
-from .settings import Settings
+from .core.lifecycle import Lifecycle
+from .core.metrics import Metrics
+from .core.models import ModelSlot
+from .core.pipeline import Pipeline
+from .core.settings import Settings
+from .protocols import native, openrlhf, ops, shared, tei, vllm
+from .protocols.common import SHARED_PATHS, shared_dialect
+from .web.dialects import Dialect, Dialects, install
+from .web.middleware import Admission, Auth, BodyLimit, CatchAll, RequestMetrics
 
 log = logging.getLogger("service.app")
 
@@ -31,7 +35,7 @@ def service_version() -> str:
         return "0+unknown"
 
 
-def with_objectives(schema: dict[str, Any], objectives: tuple[str, ...] | None) -> dict[str, Any]:
+def narrow_weights(schema: dict[str, Any], objectives: tuple[str, ...] | None) -> dict[str, Any]:
     """Narrow every request's `weights` to the objective names the loaded model has (none for one reward), so a
     body the schema accepts is one the service accepts; unchanged while no model is loaded."""
     if objectives is None:
@@ -47,24 +51,41 @@ def with_objectives(schema: dict[str, Any], objectives: tuple[str, ...] | None) 
     return schema
 
 
-def create_app(settings: Settings, opened: Served | None = None) -> FastAPI:
+def dialects() -> Dialects:
+    """Every path's error dialect: ours by default, vLLM's and TEI's on theirs, and the body's on a shared path."""
+    by_name: dict[str, Dialect] = {d.name: d for d in (native.DIALECT, vllm.DIALECT, tei.DIALECT)}
+    registry = Dialects(native.DIALECT)
+    registry.register(vllm.PATHS, vllm.DIALECT)
+    registry.register(tei.PATHS, tei.DIALECT)
+    for path in SHARED_PATHS:
+        registry.share(path, _by_body(path, by_name))
+    return registry
+
+
+def _by_body(path: str, by_name: dict[str, Dialect]) -> Callable[[Any], Dialect]:
+    return lambda body: by_name[shared_dialect(path, body)]
+
+
+def create_app(settings: Settings, opened: CheckedScorer | None = None) -> FastAPI:
     """The app; `opened` is the bundle `python -m service` already opened and checked (else the lifespan opens it)."""
     metrics = Metrics()
-    pipeline = Pipeline(settings, metrics)
+    models = ModelSlot(settings, metrics)
+    pipeline = Pipeline(settings, metrics, models)
     lifecycle = Lifecycle()
     running: list[asyncio.AbstractEventLoop] = []
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         running.append(asyncio.get_running_loop())
-        model = await pipeline.load(str(settings.model_dir), opened)
+        model = await models.load(str(settings.model_dir), opened)
         log.info("serving %s (%s: %s, %s)", model.model_id, model.precision, model.precision_reason, model.provider)
         lifecycle.ready()
         try:
             yield
         finally:
             lifecycle.stop()
-            await pipeline.close()
+            await models.close()
+            pipeline.close()
             lifecycle.stopped()
 
     def stop() -> None:
@@ -72,7 +93,7 @@ def create_app(settings: Settings, opened: Served | None = None) -> FastAPI:
         the server waits for open requests only after it, and must find them answered by then."""
         lifecycle.stop()
         if running:
-            running[0].call_soon_threadsafe(lambda: asyncio.ensure_future(pipeline.close()))
+            running[0].call_soon_threadsafe(lambda: asyncio.ensure_future(models.close()))
 
     app = FastAPI(
         title="RLHF reward model service",
@@ -86,28 +107,32 @@ def create_app(settings: Settings, opened: Served | None = None) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         """The schema, with `weights` naming the live model's objectives (a model with one reward takes none)."""
-        model = pipeline.model
-        key = tuple(model.bundle.meta.objectives) if model is not None else None
+        live = models.live
+        key = tuple(live.bundle.meta.objectives) if live is not None else None
         if key not in published:
-            published[key] = with_objectives(copy.deepcopy(static_openapi()), key)
+            published[key] = narrow_weights(copy.deepcopy(static_openapi()), key)
         return published[key]
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.state.settings = settings
+    app.state.models = models
     app.state.pipeline = pipeline
     app.state.metrics = metrics
     app.state.lifecycle = lifecycle
     app.state.stop = stop
-    errors.install(app)
-    routers = (routes.router, vllm.router, tei.router)
+    registry = dialects()
+    install(app, registry)
+    routers = (shared.router, native.router, openrlhf.router, vllm.router, tei.router, ops.router)
     for router in routers:
         app.include_router(router)
     endpoints = frozenset(getattr(route, "path", "") for router in routers for route in router.routes)
     # Outermost last: CatchAll > RequestMetrics > Auth > Admission > BodyLimit > the routes.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, read_seconds=settings.body_timeout_seconds)
-    app.add_middleware(Admission, refusal=pipeline.refusal)
-    app.add_middleware(Auth, api_key=settings.api_key, admin_key=settings.admin_api_key)
+    app.add_middleware(
+        BodyLimit, dialects=registry, max_bytes=settings.max_body_bytes, read_seconds=settings.body_timeout_seconds
+    )
+    app.add_middleware(Admission, dialects=registry, refusal=pipeline.refusal)
+    app.add_middleware(Auth, dialects=registry, api_key=settings.api_key, admin_key=settings.admin_api_key)
     # Requests are counted by the route that took them (any other path is "other", so label values stay bounded).
     app.add_middleware(RequestMetrics, metrics=metrics, endpoints=endpoints)
-    app.add_middleware(CatchAll)
+    app.add_middleware(CatchAll, dialects=registry)
     return app

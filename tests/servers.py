@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from bench.servers import ServiceServer as LiveServer
 from bench.servers import free_port
 from service.app import create_app
-from service.settings import Settings
+from service.core.settings import Settings
 
 __all__ = ["LiveServer", "free_port", "make_client"]
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
 from models.batching import plan_batches
 from models.formatting import Encoded, dedupe
+from models.records import Fp16Check
 from models.runtime import BundleScorer
 
 from .data import PreferencePair
@@ -34,9 +34,6 @@ class Parity:
     max_abs: float
     texts: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"onnx_vs_torch_max_abs": self.max_abs, "parity_texts": self.texts}
-
 
 def check_parity(scorer: BundleScorer, model: RewardModel, pairs: Sequence[PreferencePair], pad_id: int) -> Parity:
     """ONNX fp32 (through the service's scorer) against torch, on the pairs' chosen and rejected texts."""
@@ -44,25 +41,6 @@ def check_parity(scorer: BundleScorer, model: RewardModel, pairs: Sequence[Prefe
     want = torch_rewards(model, encoded, pad_id)
     got = scorer.score_encoded(encoded)
     return Parity(float(np.max(np.abs(want - got), initial=0.0)), len(encoded))
-
-
-@dataclass(frozen=True)
-class Fp16Check:
-    """Largest |fp16 - fp32| reward over `texts` texts, against `limit`; `error` when fp16 could not run at all."""
-
-    max_abs_diff: float
-    limit: float
-    texts: int
-    error: str = ""
-
-    @property
-    def kept(self) -> bool:
-        return not self.error and self.max_abs_diff <= self.limit  # False for NaN too
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.error:
-            return {"kept": False, "error": self.error}
-        return {"kept": self.kept, "max_abs_diff": self.max_abs_diff, "limit": self.limit, "texts": self.texts}
 
 
 def check_fp16(fp32: BundleScorer, fp16: BundleScorer, pairs: Sequence[PreferencePair], limit: float) -> Fp16Check:

@@ -21,7 +21,7 @@ from models.formatting import Encoded, dedupe
 from models.messages import completion_text
 from models.objectives import combine
 from models.runtime import BundleScorer
-from models.serving import open_served
+from models.serving import open_checked
 
 from .data import DataError, LoadReport, PreferencePair, load_pairs, split_by_prompt
 
@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         bundle = read_bundle(args.model_dir)
-        scorer = open_served(bundle, args.precision, intra_op_threads=args.threads, check="off").scorer
+        scorer = open_checked(bundle, args.precision, intra_op_threads=args.threads, check="off").scorer
         files = {}
         for path in args.data:
             pairs = load_pairs([path], skip_invalid=args.skip_invalid, report=LoadReport())

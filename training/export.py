@@ -26,6 +26,7 @@ from models.bundle import MODEL_FILES, TOKENIZER_FILE, Bundle, BundleMeta, data_
 from models.formatting import FormatSpec, Formatter
 from models.inputs import pad
 from models.objectives import combine
+from models.records import ExportChecks, Fp16Check, Moments, RewardHead, RewardStats
 from models.reference import ABS_FLOOR, make_reference
 from models.runtime import BundleScorer
 
@@ -121,7 +122,7 @@ def export_bundle(job: ExportJob) -> Bundle:
         pad_token_id=pad_id,
         data_fingerprint=job.data_fingerprint,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        reward_head=dict(job.reward_head),
+        reward_head=RewardHead.from_dict(job.reward_head) if job.reward_head else None,
         objectives=list(job.objectives),
         weights=dict(job.weights),
     )
@@ -132,7 +133,8 @@ def export_bundle(job: ExportJob) -> Bundle:
         raise ExportError(
             f"ONNX fp32 differs from torch by {parity.max_abs:.2e} (> {options.parity_atol:.0e}); bundle not written"
         )
-    checks: dict[str, Any] = parity.to_dict()
+    int8_record: dict[str, Any] | None = None
+    fp16_record: Fp16Check | None = None
     reports: dict[str, Any] = {}
     rewards: dict[str, Any] = {}
     if job.eval_files:
@@ -145,9 +147,9 @@ def export_bundle(job: ExportJob) -> Bundle:
     if options.int8:
         feeds = [pad([e], pad_id, names) for e in calib]
         int8 = choose_int8(work, draft, feeds, reports["fp32"], rewards["fp32"], job)
-        reports["int8"], rewards["int8"], checks["int8"] = int8.report, int8.rewards, int8.parity
+        reports["int8"], rewards["int8"], int8_record = int8.report, int8.rewards, int8.parity
         precisions.append("int8")
-    stats = {p: reward_stats(r) for p, r in reports.items()}
+    stats = {p: reward_stats(r, job.objectives) for p, r in reports.items()}
     if options.fp16:
         # Without evaluation pairs the reward scale comes from the parity pairs' own rewards.
         parity_rewards = np.concatenate(score_pairs(fp32, job.parity)[:2]) if not stats else np.zeros(0)
@@ -157,8 +159,7 @@ def export_bundle(job: ExportJob) -> Bundle:
         scale = max(scale, 1e-6)
         # The floor (the parity bar) keeps a near-constant model's fp16 rounding from failing a relative limit.
         limit = max(options.fp16_tolerance * scale, ABS_FLOOR)
-        fp16 = try_fp16(work, draft, job.parity, limit, options.external_bytes)
-        checks["fp16"] = fp16.to_dict()
+        fp16 = fp16_record = try_fp16(work, draft, job.parity, limit, options.external_bytes)
         if fp16.kept:
             precisions.append("fp16")
     shipped = dataclasses.replace(draft, precisions=precisions)
@@ -168,7 +169,7 @@ def export_bundle(job: ExportJob) -> Bundle:
         shipped,
         reward_stats=stats,
         eval_metrics={"split": job.split, **reports},
-        parity=checks,
+        parity=ExportChecks(parity.max_abs, parity.texts, int8_record, fp16_record),
         # Probe rewards of every precision shipped, from the very files the bundle gets (the service re-scores them).
         reference=make_reference({p: _scorer(work, shipped, p) for p in precisions}),
         training=dict(job.provenance) | {"summary": summary},
@@ -185,17 +186,15 @@ def export_bundle(job: ExportJob) -> Bundle:
     return bundle
 
 
-def reward_stats(report: Mapping[str, Any]) -> dict[str, Any]:
+def reward_stats(report: Mapping[str, Any], objectives: Sequence[str]) -> RewardStats:
     """BundleMeta.reward_stats of one precision: mean and std of the (combined) reward on the evaluation pairs, and of
     each objective's head (what `normalize` divides by)."""
 
-    def of(metrics: Mapping[str, Any]) -> dict[str, float]:
-        return {"mean": float(metrics["reward_mean"]), "std": max(float(metrics["reward_std"]), 1e-6)}
+    def of(metrics: Mapping[str, Any]) -> Moments:
+        return Moments(float(metrics["reward_mean"]), max(float(metrics["reward_std"]), 1e-6))
 
-    stats: dict[str, Any] = of(report["overall"])
-    if "objectives" in report:
-        stats["objectives"] = {name: of(m) for name, m in report["objectives"].items()}
-    return stats
+    heads = tuple((name, of(report["objectives"][name])) for name in objectives)
+    return RewardStats(of(report["overall"]), heads)
 
 
 def _save_tokenizer(tokenizer: Any, spec: FormatSpec, path: Path) -> Formatter:
@@ -299,7 +298,7 @@ def _by_file(
 
 def try_fp16(
     work: Path, draft: BundleMeta, pairs: Sequence[PreferencePair], limit: float, external_bytes: int
-) -> acceptance.Fp16Check:
+) -> Fp16Check:
     """Convert the fp32 graph to fp16 (for GPUs) and check it against fp32 on `pairs`.
 
     A graph the converter or ONNX Runtime cannot take in fp16 is left out with a warning, not an error: fp32
@@ -312,7 +311,7 @@ def try_fp16(
     except Exception as e:  # an op without an fp16 form: not worth failing a fit over
         error = f"{type(e).__name__}: {str(e).strip()[:300]}"
         log.warning("no fp16 graph in this bundle: %s", error)
-        return acceptance.Fp16Check(float("nan"), limit, 0, error)
+        return Fp16Check(float("nan"), limit, 0, error)
     log.info(
         "fp16 vs fp32: max |diff| %.3g over %d texts (limit %.3g): %s",
         check.max_abs_diff,

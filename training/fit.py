@@ -332,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "bundle": str(bundle.path),
                 "model_id": bundle.meta.model_id,
                 "eval": bundle.meta.eval_metrics,
-                "parity": bundle.meta.parity,
+                "parity": bundle.meta.parity.to_dict(),
                 "training": summary,
             },
             indent=2,

@@ -38,8 +38,8 @@ def test_kustomizations_list_files_that_exist() -> None:
 
 
 def test_probes_and_security_of_the_deployment() -> None:
-    from service.routes import router
-    from service.settings import Settings
+    from service.core.settings import Settings
+    from service.protocols.ops import router
 
     paths = {route.path for route in router.routes}  # type: ignore[attr-defined]
     [deployment] = documents(K8S / "base" / "deployment.yaml")
@@ -64,7 +64,7 @@ def assert_drain_keeps_its_promise(pod: dict[str, Any], container: dict[str, Any
     """Every admitted request can be answered before the kubelet's SIGKILL: admission by expected wait <= drain,
     and preStop + shutdown delay + drain + the server's backstop <= the grace period."""
     from service.__main__ import BACKSTOP_SECONDS
-    from service.settings import Settings
+    from service.core.settings import Settings
 
     settings = Settings(
         model_dir="/models/current", **{k[3:].lower(): v for k, v in config.items() if k != "RM_MODEL_DIR"}

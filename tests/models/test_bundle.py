@@ -10,6 +10,7 @@ import pytest
 
 from models.bundle import META_FILE, MODEL_FILES, TOKENIZER_FILE, BundleError, BundleMeta, read_bundle, write_bundle
 from models.formatting import FormatSpec
+from models.records import Moments, RewardStats
 
 
 def meta(**overrides: object) -> BundleMeta:
@@ -20,7 +21,7 @@ def meta(**overrides: object) -> BundleMeta:
         "formatting": FormatSpec("pair", 64),
         "onnx_inputs": ["input_ids", "attention_mask"],
         "precisions": ["fp32", "int8"],
-        "reward_stats": {"fp32": {"mean": 0.5, "std": 2.0}},
+        "reward_stats": {"fp32": RewardStats(Moments(0.5, 2.0))},
         "eval_metrics": {"fp32": {"overall": {"accuracy": 0.75}}},
         "data_fingerprint": "abc",
     }
@@ -44,7 +45,7 @@ def test_round_trip_is_exact(tmp_path: Path, sources: dict[str, Path]) -> None:
     again = read_bundle(tmp_path / "b")
     assert again.meta == bundle.meta == written
     assert again.meta.to_dict() == json.loads((tmp_path / "b" / META_FILE).read_text())
-    assert again.meta.normalizer("fp32") == (0.5, 2.0)
+    assert again.meta.stats_for("fp32").overall.to_dict() == {"mean": 0.5, "std": 2.0}
     assert again.model_path("int8") == tmp_path / "b" / MODEL_FILES["int8"]
 
 
@@ -127,7 +128,7 @@ def fresh_fp32_only(tmp_path: Path, sources: dict[str, Path]) -> Path:
 def test_real_bundle_reads_back(tiny_bundle: Path, tmp_path: Path) -> None:
     bundle = read_bundle(tiny_bundle)
     assert bundle.meta.precisions == ["fp32", "int8", "fp16"]
-    assert set(bundle.meta.reference["rewards"]) == {"fp32", "int8", "fp16"}
+    assert set(bundle.meta.reference.rewards) == {"fp32", "int8", "fp16"}
     copy = tmp_path / "copy"
     shutil.copytree(tiny_bundle, copy)
     assert read_bundle(copy).meta == bundle.meta

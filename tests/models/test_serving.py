@@ -11,20 +11,20 @@ import pytest
 
 from models.bundle import read_bundle
 from models.runtime import CPU, CUDA, choose_providers, session_providers
-from models.serving import default_precision, open_served
+from models.serving import default_precision, open_checked
 
 
 def with_speedup(bundle: Any, speedup: float | None) -> Any:
-    int8 = {k: v for k, v in bundle.meta.parity["int8"].items() if k != "speedup"}
+    int8 = {k: v for k, v in bundle.meta.parity.int8.items() if k != "speedup"}
     if speedup is not None:
         int8["speedup"] = speedup
-    meta = dataclasses.replace(bundle.meta, parity={**bundle.meta.parity, "int8": int8})
+    meta = dataclasses.replace(bundle.meta, parity=dataclasses.replace(bundle.meta.parity, int8=int8))
     return dataclasses.replace(bundle, meta=meta)
 
 
 def test_default_precision_per_device_and_measured_speed(tiny_bundle: Path) -> None:
     bundle = read_bundle(tiny_bundle)
-    assert bundle.meta.parity["int8"]["speedup"] > 0
+    assert bundle.meta.parity.int8_speedup > 0
     assert default_precision(with_speedup(bundle, 1.6), [CPU])[0] == "int8"
     assert default_precision(with_speedup(bundle, 0.95), [CPU])[0] == "fp32"  # int8 that buys no speed
     assert default_precision(with_speedup(bundle, None), [CPU])[0] == "int8"  # bundles from before it was recorded
@@ -48,9 +48,9 @@ def test_providers_follow_what_onnxruntime_offers(cuda: bool, monkeypatch: pytes
     assert session_providers([CUDA, CPU], "fp16") == [CUDA, CPU] and session_providers([CPU], "fp32") == [CPU]
 
 
-def test_open_served_says_why(tiny_bundle: Path) -> None:
+def test_open_checked_says_why(tiny_bundle: Path) -> None:
     bundle = read_bundle(tiny_bundle)
-    asked = open_served(bundle, "fp16", device="cpu")
+    asked = open_checked(bundle, "fp16", device="cpu")
     assert asked.scorer.precision == "fp16" and asked.reason == "fp16: asked for" and asked.check and asked.check.ok
-    chosen = open_served(with_speedup(bundle, 0.5), None, device="cpu", check="off")
+    chosen = open_checked(with_speedup(bundle, 0.5), None, device="cpu", check="off")
     assert chosen.scorer.precision == "fp32" and "0.5x" in chosen.reason and chosen.check is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -46,7 +47,8 @@ def test_startup_faults_exit_nonzero_with_one_line(tiny_bundle: Path, tmp_path: 
     cases["bad-graph"] = rewrite_bundle(tiny_bundle, tmp_path / "bad-graph", bad, precisions=["fp32"])
     # A sound graph whose recorded probe rewards this runtime does not reproduce (as after a runtime upgrade).
     reference = read_bundle(tiny_bundle).meta.reference
-    shifted = reference | {"rewards": {"fp32": [r + 1.0 for r in reference["rewards"]["fp32"]]}}
+    assert reference is not None
+    shifted = dataclasses.replace(reference, rewards={"fp32": [r + 1.0 for r in reference.rewards["fp32"]]})
     cases["drifted"] = rewrite_bundle(tiny_bundle, tmp_path / "drifted", precisions=["fp32"], reference=shifted)
     expected = {
         "missing": "not a model bundle folder",

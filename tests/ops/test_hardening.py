@@ -24,8 +24,8 @@ from servers import LiveServer, free_port
 
 from models.bundle import read_bundle
 from service.app import create_app
-from service.connections import guarded
-from service.settings import Settings
+from service.core.settings import Settings
+from service.web.connections import guarded
 
 ITEM = {"items": [{"prompt": "Question 1: tea?", "completion": "tea is kind."}]}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -41,7 +42,8 @@ def test_score_equals_training_evaluate(client: TestClient, tiny_bundle: Path) -
 def test_score_normalize_messages_and_empty_completion(client: TestClient, tiny_bundle: Path) -> None:
     raw = client.post("/score", json={"items": [{"prompt": "hi", "completion": ""}]}).json()["scores"][0]
     normalized = client.post("/score", json={"items": [{"prompt": "hi", "completion": ""}], "normalize": True})
-    mean, std = read_bundle(tiny_bundle).meta.normalizer("fp32")
+    stats = read_bundle(tiny_bundle).meta.stats_for("fp32").overall
+    mean, std = stats.mean, stats.std
     assert normalized.json()["scores"][0] == pytest.approx((raw - mean) / std, abs=1e-6)
     messages = {"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "assistant", "content": "yo"}]}
     transcript = {"prompt": "\n\nHuman: hi\n\nAssistant:", "completion": " yo"}
@@ -140,7 +142,7 @@ def test_int8_precision_serves_the_int8_graph(tiny_bundle: Path) -> None:
 def test_the_default_precision_is_what_the_bundle_measured(tiny_bundle: Path) -> None:
     from models.serving import MIN_INT8_SPEEDUP
 
-    measured = read_bundle(tiny_bundle).meta.parity["int8"]["speedup"]
+    measured = read_bundle(tiny_bundle).meta.parity.int8_speedup
     expected = "int8" if measured >= MIN_INT8_SPEEDUP else "fp32"
     with make_client(tiny_bundle) as c:
         assert c.get("/info").json()["precision"] == expected
@@ -156,19 +158,18 @@ def test_every_precision_reproduces_its_reference_probes_at_load(tiny_bundle: Pa
             assert check["ok"] and check["tokens_match"] and check["against"] == precision
             assert check["limit"] == pytest.approx(0.02 * fp32_std)
             items = [
-                {"prompt": p, "completion": q}
-                for p, q in zip(reference["prompts"], reference["completions"], strict=True)
+                {"prompt": p, "completion": q} for p, q in zip(reference.prompts, reference.completions, strict=True)
             ]
             served = c.post("/score", json={"items": items}).json()["scores"]
             assert "rm_reference_max_abs_diff 0.0" in c.get("/metrics").text
         # Same machine, same files: the service reproduces the export's probe rewards exactly, fp16 included.
-        assert served == reference["rewards"][precision]
+        assert served == reference.rewards[precision]
     from models.reference import check_reference
 
     near_constant = check_reference(BundleScorer(bundle, "fp32", device="cpu"), reference, std=1e-9)
     assert near_constant is not None and near_constant.ok and near_constant.limit == 1e-4  # rounding still passes
-    fp16, fp32 = (np.array(reference["rewards"][p]) for p in ("fp16", "fp32"))
-    assert 0 < np.max(np.abs(fp16 - fp32)) <= bundle.meta.parity["fp16"]["limit"]  # a real fp16 graph, close
+    fp16, fp32 = (np.array(reference.rewards[p]) for p in ("fp16", "fp32"))
+    assert 0 < np.max(np.abs(fp16 - fp32)) <= bundle.meta.parity.fp16.limit  # a real fp16 graph, close
 
 
 def test_a_drifted_reference_is_refused_or_served_with_a_warning(
@@ -180,8 +181,8 @@ def test_a_drifted_reference_is_refused_or_served_with_a_warning(
     ref = read_bundle(tiny_bundle).meta.reference
 
     def drifted(name: str, precision: str, shift: float) -> Path:
-        rewards = ref["rewards"] | {precision: [r + shift for r in ref["rewards"][precision]]}
-        return rewrite_bundle(tiny_bundle, tmp_path / name, reference=ref | {"rewards": rewards})
+        rewards = dict(ref.rewards) | {precision: [r + shift for r in ref.rewards[precision]]}
+        return rewrite_bundle(tiny_bundle, tmp_path / name, reference=dataclasses.replace(ref, rewards=rewards))
 
     int8_off = drifted("int8-off", "int8", 1.0)
     with (
@@ -205,7 +206,9 @@ def test_a_drifted_reference_is_refused_or_served_with_a_warning(
     with pytest.raises(BundleError, match="fp16 probe rewards differ"), make_client(fp16_off, precision="fp16"):
         pass
     # Tokens that differ from the export's mean another tokenizer build: refused whatever the precision.
-    retokenised = rewrite_bundle(tiny_bundle, tmp_path / "tokens", reference=ref | {"ids_sha256": "0" * 64})
+    retokenised = rewrite_bundle(
+        tiny_bundle, tmp_path / "tokens", reference=dataclasses.replace(ref, ids_sha256="0" * 64)
+    )
     with pytest.raises(BundleError, match="tokenise differently"), make_client(retokenised, precision="fp32"):
         pass
 

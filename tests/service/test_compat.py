@@ -113,7 +113,7 @@ def test_vllm_pooling_docs_example_and_messages(client: TestClient, tiny_bundle:
     assert [d["data"] for d in body["data"]] == [[pytest.approx(sigmoid(r))] for r in rewards]
     off = client.post("/pooling", json={"input": prompts, "use_activation": False}).json()
     assert [d["data"] for d in off["data"]] == [[r] for r in rewards] and off["id"].startswith("pooling-")
-    model = client.app.state.pipeline.model  # type: ignore[attr-defined]
+    model = client.app.state.models.live  # type: ignore[attr-defined]
     encoded = model.scorer.encode(
         ["", "\n\nHuman: How do I boil an egg?\n\nAssistant:"], [prompts[0], " Simmer it for 9 minutes."]
     )

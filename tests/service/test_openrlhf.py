@@ -17,7 +17,7 @@ import pytest
 from builders import make_chatml_tokenizer
 from servers import LiveServer
 
-from service.openrlhf import to_pair
+from service.protocols.rollouts import to_pair
 
 SYSTEM = {"role": "system", "content": "Be kind."}
 QUESTIONS = [f"Question {i}: tell me something about {t}." for i, t in enumerate(["tea", "maps", "chess", "trains"])]

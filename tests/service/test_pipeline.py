@@ -10,21 +10,25 @@ import pytest
 
 from models.bundle import read_bundle
 from models.runtime import BundleScorer
-from service.errors import Overloaded, TooLarge
-from service.metrics import Metrics
-from service.pipeline import Pipeline
-from service.schemas import CompareRequest, ScoreRequest
-from service.settings import Settings
+from service.core.errors import Overloaded, TooLarge
+from service.core.metrics import Metrics
+from service.core.models import ModelSlot
+from service.core.pipeline import Pipeline
+from service.core.settings import Settings
+from service.protocols.native_shapes import CompareRequest, ScoreRequest
 
 
 def run(settings: Settings, work: object) -> object:
     async def main() -> object:
-        pipeline = Pipeline(settings, Metrics())
-        await pipeline.load(str(settings.model_dir))
+        metrics = Metrics()
+        models = ModelSlot(settings, metrics)
+        pipeline = Pipeline(settings, metrics, models)
+        await models.load(str(settings.model_dir))
         try:
             return await work(pipeline)  # type: ignore[operator]
         finally:
-            await pipeline.close()
+            await models.close()
+            pipeline.close()
 
     return asyncio.run(main())
 
@@ -36,9 +40,10 @@ def test_scores_equal_the_offline_scorer_and_repeats_run_once(tiny_bundle: Path)
     settings = Settings(model_dir=tiny_bundle, precision="fp32")
 
     async def work(pipeline: Pipeline) -> tuple[list[float], float, int]:
-        result = await pipeline.score(request)
-        assert pipeline.model is not None
-        return result.raw.tolist(), pipeline.metrics.repeats._value.get(), pipeline.model.batcher.depth
+        result = await pipeline.score(request.job())
+        live = pipeline.models.live
+        assert live is not None
+        return result.raw.tolist(), pipeline.metrics.repeats._value.get(), live.batcher.depth
 
     scores, repeats, depth = run(settings, work)  # type: ignore[misc]
     want = BundleScorer(read_bundle(tiny_bundle), "fp32", device="cpu").score(prompts, completions)
@@ -55,14 +60,15 @@ def test_limits_and_overload_are_refused_before_any_work(tiny_bundle: Path) -> N
 
     async def work(pipeline: Pipeline) -> None:
         with pytest.raises(TooLarge, match=r"completions\.1: 51 characters"):
-            await pipeline.score(long)
+            await pipeline.score(long.job())
         with pytest.raises(TooLarge, match="5 items"):
-            await pipeline.score(too_many)
-        assert pipeline.model is not None
+            await pipeline.score(too_many.job())
+        live = pipeline.models.live
+        assert live is not None
         # Another request holds most of the queue.
-        with pipeline.model.batcher.reserve(3), pytest.raises(Overloaded):
-            await pipeline.score(CompareRequest(prompt="p", completions=["a", "b"]))
-        result = await pipeline.score(CompareRequest(prompt="p", completions=["a", "b"]))  # room again
-        assert len(result.raw) == 2 and pipeline.model.batcher.depth == 0
+        with live.batcher.reserve(3), pytest.raises(Overloaded):
+            await pipeline.score(CompareRequest(prompt="p", completions=["a", "b"]).job())
+        result = await pipeline.score(CompareRequest(prompt="p", completions=["a", "b"]).job())  # room again
+        assert len(result.raw) == 2 and live.batcher.depth == 0
 
     run(settings, work)

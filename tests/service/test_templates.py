@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from reward_models import GEMMA_IT_TEMPLATE, LLAMA2_CHAT_TEMPLATE, MISTRAL_INSTRUCT_TEMPLATE, make_reward_model
 from servers import make_client
 
-from service.openrlhf import fold_system, merge_roles, repairs
+from service.protocols.rollouts import fold_system, merge_roles, repairs
 
 SYSTEM = {"role": "system", "content": "Be kind."}
 USER = {"role": "user", "content": "Question 1: tell me something about tea."}

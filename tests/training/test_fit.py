@@ -30,11 +30,11 @@ def test_tiny_fit_separates_synthetic_pairs(tiny_bundle: Path) -> None:
         overall = meta.eval_metrics[precision]["overall"]
         assert overall["accuracy"] == 1.0 and overall["n"] > 30
         assert overall["length_baseline"] < 0.8  # the data is not solvable by length
-    assert meta.parity["onnx_vs_torch_max_abs"] <= 1e-4
-    assert meta.parity["int8"]["agreement"] >= 0.98 and meta.parity["int8"]["scheme"] == "square+contracting"
+    assert meta.parity.onnx_vs_torch_max_abs <= 1e-4
+    assert meta.parity.int8["agreement"] >= 0.98 and meta.parity.int8["scheme"] == "square+contracting"
     summary = meta.training["summary"]
     assert summary["last_logged_loss"] < 0.2 < summary["first_logged_loss"]
-    assert meta.reward_stats["fp32"]["std"] > 0 and meta.data_fingerprint
+    assert meta.reward_stats["fp32"].overall.std > 0 and meta.data_fingerprint
 
 
 def test_training_changes_parameters_and_bundle_tokenisation_equals_training(
@@ -152,7 +152,7 @@ def test_decoder_backbones_fit_and_export(
     assert meta.architecture == "decoder"
     assert meta.formatting.kind == ("chat" if family == "llama" else "concat")
     assert meta.onnx_inputs == ["input_ids", "attention_mask"]
-    assert meta.parity["onnx_vs_torch_max_abs"] <= 1e-4
+    assert meta.parity.onnx_vs_torch_max_abs <= 1e-4
     assert meta.eval_metrics["fp32"]["overall"]["accuracy"] >= 0.9
     scorer = BundleScorer(bundle, "fp32", device="cpu")
     alone = scorer.score(["Question 1: tell me about tea."], ["tea is kind."])

@@ -41,7 +41,7 @@ def test_exported_bundle_scores_as_transformers_does(
         alone = np.array([scorer.score([p], [c])[0] for p, c in zip(PROMPTS, COMPLETIONS, strict=True)])
         batched = scorer.score(PROMPTS, COMPLETIONS, max_batch_size=8)  # one padded batch of mixed lengths
         assert np.max(np.abs(batched - alone)) <= 1e-5, precision
-        limit = 1e-4 if precision == "fp32" else bundle.meta.parity["fp16"]["limit"]
+        limit = 1e-4 if precision == "fp32" else bundle.meta.parity.fp16.limit
         diff = float(np.max(np.abs(alone - want)))
         print(f"PARITY {family} {precision} max|bundle - transformers| = {diff:.2e}")
         assert diff <= limit, (precision, diff)
@@ -103,8 +103,8 @@ def test_eval_data_gives_metrics_int8_and_normalisation(minilm_path: str, synthe
     assert main([*argv, "--precisions", "fp32,int8,fp16", "--min-int8-agreement", "0.5"]) == 0
     meta = read_bundle(out).meta
     assert set(meta.precisions) >= {"fp32", "int8"} and meta.eval_metrics["split"] == "eval_data"
-    print("imported bert int8:", {k: v for k, v in meta.parity["int8"].items() if not isinstance(v, dict | list)})
-    assert meta.reward_stats["fp32"]["std"] > 0 and meta.eval_metrics["fp32"]["overall"]["n"] == 240
+    print("imported bert int8:", {k: v for k, v in meta.parity.int8.items() if not isinstance(v, dict | list)})
+    assert meta.reward_stats["fp32"].overall.std > 0 and meta.eval_metrics["fp32"]["overall"]["n"] == 240
 
 
 def test_what_cannot_be_served_faithfully_is_refused(
@@ -120,7 +120,7 @@ def test_what_cannot_be_served_faithfully_is_refused(
     assert main(["--model", str(tmp_path / "two"), "--out", str(tmp_path / "x"), "--precisions", "fp32"]) == 0
     assert read_bundle(tmp_path / "x").meta.objectives == ["helpful", "harmless"]
     assert main(["--model", str(tmp_path / "two"), "--out", str(tmp_path / "y"), "--label-index", "1"]) == 0
-    assert read_bundle(tmp_path / "y").meta.reward_head["label"] == "harmless"
+    assert read_bundle(tmp_path / "y").meta.reward_head.extra["label"] == "harmless"
     config = (tmp_path / "two" / "config.json").read_text().replace("BertForSequenceClassification", "BertRewardHead")
     (tmp_path / "two" / "config.json").write_text(config)
     assert main(["--model", str(tmp_path / "two"), "--out", str(tmp_path / "z"), "--label-index", "1"]) == 2

@@ -63,14 +63,14 @@ def test_each_head_learns_its_own_data(two_heads: Path) -> None:
         matrix["friendly"]["files"][files["friendly.jsonl"]] >= 0.9 >= matrix["friendly"]["files"][files["blunt.jsonl"]]
     )
     assert matrix["blunt"]["files"][files["blunt.jsonl"]] >= 0.9 >= matrix["blunt"]["files"][files["friendly.jsonl"]]
-    assert set(meta.reward_stats["fp32"]["objectives"]) == {"friendly", "blunt"}
-    assert "int8" in meta.precisions and meta.parity["int8"]["agreement"] >= 0.9  # the weaker head decides
+    assert {name for name, _ in meta.reward_stats["fp32"].objectives} == {"friendly", "blunt"}
+    assert "int8" in meta.precisions and meta.parity.int8["agreement"] >= 0.9  # the weaker head decides
     scorer = BundleScorer(bundle, "fp32", device="cpu")
     prompts, completions = ["Question 1: tea?", "q " * 30], ["tea is kind.", "tea is rude junk."]
     together = scorer.score(prompts, completions, max_batch_size=4)
     assert together.shape == (2, 2)
     assert np.max(np.abs(together[0] - scorer.score(prompts[:1], completions[:1])[0])) <= 1e-5  # batch-invariant
-    assert np.array(meta.reference["rewards"]["fp32"]).shape == (12, 2)
+    assert np.array(meta.reference.rewards["fp32"]).shape == (12, 2)
 
 
 def test_the_service_answers_per_objective(two_heads: Path) -> None:
@@ -85,7 +85,7 @@ def test_the_service_answers_per_objective(two_heads: Path) -> None:
         assert only_blunt == pytest.approx(heads["blunt"], abs=1e-6)
         unknown = c.post("/score", json={"items": items, "weights": {"helpful": 1.0}})
         assert unknown.status_code == 422 and "unknown objective" in unknown.json()["error"]
-        stats = read_bundle(two_heads).meta.reward_stats["fp32"]["objectives"]
+        stats = {n: m.to_dict() for n, m in read_bundle(two_heads).meta.reward_stats["fp32"].objectives}
         normal = c.post("/score", json={"items": items, "normalize": True}).json()["scores"]
         z = {n: (np.array(heads[n]) - stats[n]["mean"]) / stats[n]["std"] for n in heads}
         assert normal == pytest.approx((0.75 * z["friendly"] + 0.25 * z["blunt"]).tolist(), abs=1e-5)

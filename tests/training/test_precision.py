@@ -64,7 +64,7 @@ def test_a_bf16_fit_on_a_cpu_exports_fp32_graphs(tiny_bert: Path, synthetic_data
     assert main(argv) == 0
     meta = read_bundle(out).meta
     assert meta.training["summary"]["bf16"]["enabled"] is True
-    assert meta.parity["onnx_vs_torch_max_abs"] <= 1e-4
+    assert meta.parity.onnx_vs_torch_max_abs <= 1e-4
     assert onnx.TensorProto.BFLOAT16 not in onnx_types(out / "model.onnx")
     assert meta.eval_metrics["fp32"]["overall"]["accuracy"] >= 0.9
 

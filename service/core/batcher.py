@@ -21,7 +21,7 @@ import itertools
 import logging
 import math
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +32,7 @@ import numpy as np
 from models.batching import grow_window
 
 from .errors import InferenceFailed, NotReady, Overloaded
+from .pace import Pace
 
 log = logging.getLogger("service.batcher")
 
@@ -42,10 +43,14 @@ class HasLength(Protocol):
     def __len__(self) -> int: ...
 
 
+# A pair's result: one reward, or one per objective (an array row) for a multi-objective bundle.
+Reward = float | np.ndarray
+
+
 @dataclass(slots=True)
 class _Pending:
     item: Any
-    future: asyncio.Future[float]
+    future: asyncio.Future[Reward]
     length: int
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -75,7 +80,7 @@ class Reservation:
         self.remaining -= n
         self._batcher._unreserve(n)
 
-    def submit(self, items: Sequence[HasLength]) -> list[asyncio.Future[float]]:
+    def submit(self, items: Sequence[HasLength]) -> list[asyncio.Future[Reward]]:
         """Queue items against this reservation; one future per item."""
         if len(items) > self.remaining:
             raise ValueError(f"{len(items)} items for a reservation of {self.remaining}")
@@ -83,7 +88,7 @@ class Reservation:
         self.remaining -= len(items)
         return futures
 
-    async def scores(self, items: Sequence[HasLength]) -> list[float]:
+    async def scores(self, items: Sequence[HasLength]) -> list[Reward]:
         """Queue items and await their scores, in order; if any fails or the caller is cancelled, the rest of
         them leave the queue (cancelled) before the error propagates."""
         futures = self.submit(items)
@@ -105,47 +110,8 @@ def _too_late() -> NotReady:
     """The answer to admitted pairs that the drain's deadline caught before they ran."""
     return NotReady(
         "shutting down: the drain deadline passed before this request ran; retry (another replica may take it)",
-        headers={"Retry-After": "1"},
+        retry_after=1,
     )
-
-
-class Pace:
-    """How fast the model goes, measured on the batches it ran in the last few seconds: seconds per padded token
-    (a batch's cost grows with its padded tokens, whatever its shape) and real tokens per pair.
-
-    Ratios of sums over a window, not an average of per-batch ratios: one batch that waited for a CPU moves the
-    estimate by its share of the time, not by its own ratio (single-pair batches on a busy CPU swing 100x)."""
-
-    WINDOW_SECONDS = 5.0
-
-    def __init__(self) -> None:
-        self._batches: deque[tuple[float, int, int, int, float]] = deque()  # (done at, pairs, padded, real, seconds)
-        self._pairs = self._padded = self._real = 0
-        self._seconds = 0.0
-
-    def observe(self, pairs: int, padded_tokens: int, real_tokens: int, seconds: float) -> None:
-        if pairs <= 0 or padded_tokens <= 0:
-            return
-        now = time.monotonic()
-        self._batches.append((now, pairs, padded_tokens, real_tokens, seconds))
-        self._add(pairs, padded_tokens, real_tokens, seconds)
-        while len(self._batches) > 1 and self._batches[0][0] < now - self.WINDOW_SECONDS:
-            _, pairs, padded, real, spent = self._batches.popleft()
-            self._add(-pairs, -padded, -real, -spent)
-
-    def _add(self, pairs: int, padded: int, real: int, seconds: float) -> None:
-        self._pairs += pairs
-        self._padded += padded
-        self._real += real
-        self._seconds += seconds
-
-    @property
-    def seconds_per_token(self) -> float | None:
-        return max(self._seconds, 0.0) / self._padded if self._padded else None
-
-    @property
-    def tokens_per_pair(self) -> float | None:
-        return self._real / self._pairs if self._pairs else None
 
 
 class MicroBatcher:
@@ -176,8 +142,9 @@ class MicroBatcher:
         self._on_error = on_error
         self._on_drop = on_drop
         # Two views of the waiting pairs, both keyed by arrival number: in arrival order (the oldest anchors the next
-        # batch) and sorted by (length, arrival) (its neighbours in length join it). Taking a batch touches only
-        # that batch, so a queue of n pairs drains in O(n log n), not O(n^2) (a 512-pair request is 128 batches).
+        # batch) and sorted by (length, arrival) (its neighbours in length join it). Taking a batch searches and
+        # slices only around that batch (a bisection, then one list memmove per batch), so draining a deep queue
+        # costs about the same per pair as a shallow one (bench/queue.py measures the ratio).
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
         self._by_length: list[tuple[int, int]] = []
         self._numbers = itertools.count()
@@ -217,7 +184,7 @@ class MicroBatcher:
         spending CPU on it and requests cannot pile up unbounded in front of the queue.
         """
         if self._closed:
-            raise NotReady("the server is shutting down", headers={"Retry-After": "1"})
+            raise NotReady("the server is shutting down", retry_after=1)
         refused = self.refusal(n)
         if refused is not None:
             raise refused
@@ -230,7 +197,7 @@ class MicroBatcher:
         if depth + n > self.max_queue:
             return Overloaded(
                 f"queue full ({depth} pairs waiting, limit {self.max_queue}); retry shortly",
-                headers={"Retry-After": str(max(1, math.ceil(self.expected_wait())))},
+                retry_after=max(1, math.ceil(self.expected_wait())),
             )
         wait = self.expected_wait(n)
         if self.max_queue_seconds and depth and wait > self.max_queue_seconds:
@@ -239,11 +206,11 @@ class MicroBatcher:
             return Overloaded(
                 f"{n} more pairs would wait about {wait:.0f} s behind {depth} queued pairs, over the limit of "
                 f"{self.max_queue_seconds:g} s (RM_MAX_QUEUE_SECONDS); retry in {retry} s or send fewer pairs",
-                headers={"Retry-After": str(retry)},
+                retry_after=retry,
             )
         return None
 
-    async def scores(self, items: Sequence[HasLength]) -> list[float]:
+    async def scores(self, items: Sequence[HasLength]) -> list[Reward]:
         """Reserve, queue and await `items` in one call (for callers with nothing to do in between)."""
         with self.reserve(len(items)) as room:
             return await room.scores(items)
@@ -252,7 +219,7 @@ class MicroBatcher:
         self._reserved -= n
         self._arrived.set()  # a draining flush loop may be waiting for these pairs
 
-    def _enqueue(self, items: Sequence[HasLength]) -> list[asyncio.Future[float]]:
+    def _enqueue(self, items: Sequence[HasLength]) -> list[asyncio.Future[Reward]]:
         """Queue reserved items; one future per item, resolved with its score."""
         # While draining, reserved pairs still get queued: the flush loop waits for every reservation.
         if self._closed and (self._loop_task is None or self._loop_task.done()):
@@ -309,7 +276,7 @@ class MicroBatcher:
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
-    def _forget(self, number: int, future: asyncio.Future[float]) -> None:
+    def _forget(self, number: int, future: asyncio.Future[Reward]) -> None:
         """Done callback: a waiting pair whose future was cancelled (its client went away) leaves the queue."""
         if future.cancelled() and number in self._pending:
             entry = self._pending.pop(number)

@@ -1,5 +1,5 @@
-"""Typed FastAPI dependencies: the app's settings, lifecycle, metrics and pipeline (keys are checked before the body is
-read, in service.middleware.Auth).
+"""Typed FastAPI dependencies: the app's settings, lifecycle, metrics, model slot and pipeline (keys are checked before
+the body is read, in web.middleware.Auth).
 
 All async: FastAPI runs a plain `def` dependency in its thread pool, a hand-off every request would pay.
 """
@@ -10,10 +10,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from .lifecycle import Lifecycle
-from .metrics import Metrics
-from .pipeline import Pipeline
-from .settings import Settings
+from ..core.lifecycle import Lifecycle
+from ..core.metrics import Metrics
+from ..core.models import ModelSlot
+from ..core.pipeline import Pipeline
+from ..core.settings import Settings
 
 
 async def get_settings(request: Request) -> Settings:
@@ -31,9 +32,9 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
-async def get_pipeline(request: Request) -> Pipeline:
-    pipeline: Pipeline = request.app.state.pipeline
-    return pipeline
+async def get_models(request: Request) -> ModelSlot:
+    models: ModelSlot = request.app.state.models
+    return models
 
 
 async def accepting_pipeline(request: Request) -> Pipeline:
@@ -47,5 +48,5 @@ async def accepting_pipeline(request: Request) -> Pipeline:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
+ModelsDep = Annotated[ModelSlot, Depends(get_models)]
 AcceptingPipeline = Annotated[Pipeline, Depends(accepting_pipeline)]

@@ -1,25 +1,28 @@
-"""text-embeddings-inference's /predict and /rerank (TEI 1.9.3) over the same pipeline."""
+"""text-embeddings-inference's /predict and /rerank (TEI 1.9.3) over the same pipeline: its shapes, each turned into one
+ScoringJob, its answers, and its error dialect (the route of the /rerank path is service.protocols.shared's)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, cast
 
-from fastapi import APIRouter, Body, Depends, Request, Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictBool, Tag, WithJsonSchema
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from models.messages import Text
 
-from . import errors, routes, vllm
-from .bodies import BoundedJSONRoute
-from .deps import AcceptingPipeline
-from .errors import Dialect, Empty, InvalidInput
-from .pipeline import Pipeline
-from .schemas import Utf8Str
+from ..core.errors import Empty, InvalidInput, Kind
+from ..core.pipeline import Pipeline, ScoringJob
+from ..web.bodies import BoundedJSONRoute
+from ..web.deps import AcceptingPipeline
+from ..web.dialects import Failure, param_of
+from .common import STATUS, OneShape, Utf8Str, activated, json_response, lone_text_pair, until_disconnect
 
 LABEL = "LABEL_0"  # what a one-label Hugging Face config's id2label names its label
 
 
-class TeiRequest(vllm.OneShape):
+class TeiRequest(OneShape):
     model_config = ConfigDict(extra="ignore")  # TEI (serde) ignores unknown fields
 
     truncate: StrictBool | None = Field(
@@ -31,15 +34,6 @@ class TeiRequest(vllm.OneShape):
         "Right", description="Accepted for TEI clients; the bundle's own cut (as in training) applies."
     )
     raw_scores: StrictBool = Field(False, description="false: σ(reward), TEI's default for one label; true: raw.")
-
-    def texts(self) -> list[tuple[str, Text]]:
-        raise NotImplementedError  # each shape says (service.pipeline.ScoringRequest)
-
-    def pairs(self) -> tuple[list[Text], list[Text]]:
-        raise NotImplementedError
-
-    def pair_field(self, i: int) -> str:
-        raise NotImplementedError
 
 
 Pair = Annotated[list[Utf8Str], Field(min_length=1, max_length=2)]
@@ -88,25 +82,21 @@ class PredictRequest(TeiRequest):
             return [[self.inputs]]
         return cast(list[list[str]], self.inputs) if self.batch else [cast(list[str], self.inputs)]
 
-    def texts(self) -> list[tuple[str, Text]]:
-        names = [f"inputs.{i}" for i in range(len(self._sequences()))] if self.batch else ["inputs"]
-        return [(f"{name}.{j}", t) for name, s in zip(names, self._sequences(), strict=True) for j, t in enumerate(s)]
-
-    def pairs(self) -> tuple[list[Text], list[Text]]:
+    def job(self) -> ScoringJob:
         """A text is split at its last assistant turn (else it is the completion of an empty prompt); a pair
         [a, b] is (prompt a, completion b)."""
+        sequences = self._sequences()
+        names = [f"inputs.{i}" for i in range(len(sequences))] if self.batch else ["inputs"]
+        texts = [(f"{name}.{j}", t) for name, s in zip(names, sequences, strict=True) for j, t in enumerate(s)]
         prompts: list[Text] = []
         completions: list[Text] = []
-        for s in self._sequences():
+        for s in sequences:
             if not any(s):
                 raise Empty("Input validation error: `inputs` cannot be empty")
-            prompt, completion = vllm.split_text(s[0]) if len(s) == 1 else (s[0], s[1])
+            prompt, completion = lone_text_pair(s[0]) if len(s) == 1 else (s[0], s[1])
             prompts.append(prompt)
             completions.append(completion)
-        return prompts, completions
-
-    def pair_field(self, i: int) -> str:
-        return f"inputs.{i}" if self.batch else "inputs"
+        return ScoringJob(prompts, completions, names, list(texts))
 
 
 class TeiRerankRequest(TeiRequest):
@@ -115,19 +105,15 @@ class TeiRerankRequest(TeiRequest):
     candidates: list[Utf8Str] = Field(alias="texts")  # `texts` in JSON; texts() is what every request gives
     return_text: StrictBool = Field(False, description="Echo each text in its result.")
 
-    def texts(self) -> list[tuple[str, Text]]:
-        named: list[tuple[str, Text]] = [("query", self.query)]
-        return named + [(f"texts.{i}", t) for i, t in enumerate(self.candidates)]
-
-    def pairs(self) -> tuple[list[Text], list[Text]]:
+    def job(self) -> ScoringJob:
+        texts: list[tuple[str, Text]] = [("query", self.query)]
+        texts += [(f"texts.{i}", t) for i, t in enumerate(self.candidates)]
         if not self.candidates:
             raise Empty("`texts` cannot be empty")
         if not self.query and not all(self.candidates):
             raise Empty("Input validation error: `inputs` cannot be empty")
-        return [self.query] * len(self.candidates), [*self.candidates]
-
-    def pair_field(self, i: int) -> str:
-        return f"texts.{i}"
+        names = [f"texts.{i}" for i in range(len(self.candidates))]
+        return ScoringJob([self.query] * len(self.candidates), [*self.candidates], names, texts)
 
 
 class Prediction(BaseModel):
@@ -159,41 +145,53 @@ _STATUSES = [
     (503, "Not ready: loading, warming up or draining (Unhealthy)"),
 ]
 ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": TeiError, "description": d} for s, d in _STATUSES}
-RERANK_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {
-        "model": TeiError | vllm.VllmError if status in vllm.ERRORS else TeiError,
-        "description": f"TEI's: {ERRORS[status]['description']}"
-        + (f"; vLLM's: {vllm.ERRORS[status]['description']}" if status in vllm.ERRORS else ""),
-    }
-    for status in ERRORS
-} | {500: {"model": vllm.VllmError, "description": f"vLLM's: {vllm.ERRORS[500]['description']}"}}
+# TEI answers an invalid or too large request 422 Validation (its batch-size and token limits are Validation), an
+# empty one 400 Empty, overload 429 Overloaded, not ready 503 Unhealthy, a failed batch 424 Backend (TEI 1.9.3
+# router/src/lib.rs ErrorType and server.rs ErrorType -> StatusCode); TEI has no type for the rest (its 401 has no
+# body), which keep their status with our kind in TEI's PascalCase.
+_TYPES: dict[Kind, tuple[int, str]] = {
+    Kind.INVALID_BODY: (422, "Validation"),
+    Kind.INVALID: (422, "Validation"),
+    Kind.VALIDATION: (422, "Validation"),
+    Kind.TOO_LARGE: (422, "Validation"),
+    Kind.EMPTY: (400, "Empty"),
+    Kind.OVERLOADED: (429, "Overloaded"),
+    Kind.NOT_READY: (503, "Unhealthy"),
+    Kind.INFERENCE_FAILED: (424, "Backend"),
+    Kind.INTERNAL: (424, "Backend"),
+}
 
 
-def rerank_dialect(body: Any) -> Dialect:
-    """POST /rerank: a JSON object with `documents` is vLLM's; anything else is TEI's (`texts`)."""
-    if isinstance(body, BaseModel):
-        return "vllm" if isinstance(body, vllm.VllmRequest) else "tei"
-    return "vllm" if isinstance(body, dict) and "documents" in body else "tei"
+class Tei:
+    """TEI's error dialect: `{"error", "error_type"}`."""
+
+    name = "tei"
+
+    def render(self, failure: Failure) -> JSONResponse:
+        default = failure.status or STATUS[failure.kind]
+        status, kind = _TYPES.get(failure.kind, (default, failure.kind.value.title().replace("_", "")))
+        return JSONResponse({"error": failure.message, "error_type": kind}, status, headers=dict(failure.headers))
+
+    def validation(self, errors: Sequence[Mapping[str, Any]]) -> Failure:
+        first = errors[0] if errors else {}
+        message = f"{param_of(first.get('loc', ()))}: {first.get('msg', 'invalid request')}"
+        return Failure(Kind.VALIDATION, f"Input validation error: {message}")
 
 
-RerankBody = Annotated[
-    Annotated[TeiRerankRequest, Tag("<tei>")] | Annotated[vllm.VllmRerankRequest, Tag("<vllm>")],
-    Discriminator(lambda body: f"<{rerank_dialect(body)}>"),
-]
+DIALECT = Tei()
 
 
-async def _scores(body: TeiRequest, request: Request, pipeline: Pipeline) -> list[float]:
+async def _scores(job: ScoringJob, body: TeiRequest, request: Request, pipeline: Pipeline) -> list[float]:
     """Score as TEI would: an input over the max length is cut unless truncate is false; σ unless raw_scores."""
-    result = await routes.run_scoring(request, pipeline, body)
+    result = await until_disconnect(request, pipeline.score(job))
     if body.truncate is False and result.truncated:
         limit = result.model.bundle.meta.formatting.max_length
         raise InvalidInput(f"Input validation error: `inputs` must have less than {limit} tokens")
-    return vllm.activated(result.raw, not body.raw_scores)
+    return activated(result.raw, not body.raw_scores)
 
 
+PATHS = ("/predict",)
 router = APIRouter(route_class=BoundedJSONRoute)
-errors.speak("/predict", "tei")
-errors.speak("/rerank", "tei", rerank_dialect)
 
 
 @router.post("/predict", response_model=list[Prediction] | list[list[Prediction]], responses=ERRORS)
@@ -202,29 +200,15 @@ async def predict(body: PredictRequest, request: Request, pipeline: AcceptingPip
     a pair [prompt, completion], or a batch [[text] or [prompt, completion], ...]; a single input gets a list of
     {score, label}, a batch a list of those lists. Scores are σ(reward) unless `raw_scores` is true, which gives the
     raw reward our /score returns (TEI's default for one label). Errors are TEI's {error, error_type}."""
-    scores = await _scores(body, request, pipeline)
+    scores = await _scores(body.job(), body, request, pipeline)
     predictions = [[{"score": s, "label": LABEL}] for s in scores]
-    return routes.json_response(predictions if body.batch else predictions[0])
+    return json_response(predictions if body.batch else predictions[0])
 
 
-@router.post(
-    "/rerank",
-    response_model=list[Rank] | vllm.VllmRerankResponse,
-    responses=RERANK_ERRORS,
-    dependencies=[Depends(errors.note_dialect)],
-)
-async def rerank(body: Annotated[RerankBody, Body()], request: Request, pipeline: AcceptingPipeline) -> Response:
-    """TEI's /rerank, and vLLM's at the same path, routed on the body's shape: a JSON object with `documents` is
-    vLLM's (see POST /v1/rerank) and is answered, errors included, as vLLM answers; anything else is TEI's.
-
-    TEI's: each of `texts` is scored as the completion of `query`; a bare list of {index, score} (+ text with
-    `return_text`), best first. Scores are σ(reward) unless `raw_scores` is true (the raw reward). Errors are TEI's
-    {error, error_type}."""
-    if isinstance(body, vllm.VllmRerankRequest):
-        return await vllm.rerank(body, request, pipeline)
-    scores = await _scores(body, request, pipeline)
+async def rerank(body: TeiRerankRequest, request: Request, pipeline: Pipeline) -> Response:
+    """TEI's /rerank: each of `texts` is scored as the completion of `query`; a bare list of {index, score} (+ text
+    with `return_text`), best first."""
+    scores = await _scores(body.job(), body, request, pipeline)
     order = sorted(range(len(scores)), key=scores.__getitem__)[::-1]  # as TEI: ascending, reversed (ties: last first)
     texts = body.candidates if body.return_text else None
-    return routes.json_response(
-        [{"index": i, "score": scores[i]} | ({"text": texts[i]} if texts else {}) for i in order]
-    )
+    return json_response([{"index": i, "score": scores[i]} | ({"text": texts[i]} if texts else {}) for i in order])

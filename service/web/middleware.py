@@ -18,8 +18,9 @@ from pydantic import SecretStr
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import errors
-from .metrics import Metrics
+from ..core.errors import ClientDisconnected, Kind, ServiceError
+from ..core.metrics import Metrics
+from .dialects import Dialect, Dialects, Failure, failure_of
 
 log = logging.getLogger("service.middleware")
 # Answered without a key: probes, metrics, model info and the API docs. Every other path needs the API key (when one
@@ -31,6 +32,7 @@ CLIENT_CLOSED = 499  # nginx's code for a request whose client went away before 
 # On a path two dialects share, an unauthenticated body this small is read to answer 401 in its dialect; a bigger
 # one is answered in the path's default dialect without reading it.
 PEEK_BYTES = 64 * 1024
+RETRY = {"Retry-After": "1"}
 
 
 def _status_kind(status: int) -> str:
@@ -46,8 +48,9 @@ class CatchAll:
     re-raised to the server (which would drop the client's keep-alive connection after the answer). A client that
     went away gets nothing: there is nobody to answer."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, dialects: Dialects) -> None:
         self.app = app
+        self.dialects = dialects
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,23 +65,18 @@ class CatchAll:
 
         try:
             await self.app(scope, receive, tracked)
-        except errors.ClientDisconnected:
+        except ClientDisconnected:
             return
         except asyncio.CancelledError:  # the server's own shutdown backstop cut this request: say so, in JSON
             if not started:
-                dialect = errors.path_dialect(scope["path"])
-                message = "shutting down: the request was cut off; retry"
-                await errors.error_response(dialect, 503, "not_ready", message, {"Retry-After": "1"})(
-                    scope, receive, send
-                )
+                failure = Failure(Kind.NOT_READY, "shutting down: the request was cut off; retry", headers=RETRY)
+                await self.dialects.of_path(scope["path"]).render(failure)(scope, receive, send)
             raise
         except Exception:
             log.exception("unexpected error on %s", scope.get("path"))
             if not started:
-                answer = errors.error_response(
-                    errors.path_dialect(scope["path"]), 500, "internal_error", "internal error"
-                )
-                await answer(scope, receive, send)
+                failure = Failure(Kind.INTERNAL, "internal error")
+                await self.dialects.of_path(scope["path"]).render(failure)(scope, receive, send)
 
 
 class RequestMetrics:
@@ -105,7 +103,7 @@ class RequestMetrics:
 
         try:
             await self.app(scope, receive, record_status)
-        except errors.ClientDisconnected:
+        except ClientDisconnected:
             status = CLIENT_CLOSED
             raise
         finally:
@@ -125,8 +123,11 @@ def bearer_matches(scope: Scope, key: SecretStr) -> bool:
 class Auth:
     """The API key on every non-public path and the admin key on /admin/*, read from the headers only."""
 
-    def __init__(self, app: ASGIApp, api_key: SecretStr | None, admin_key: SecretStr | None) -> None:
+    def __init__(
+        self, app: ASGIApp, dialects: Dialects, api_key: SecretStr | None, admin_key: SecretStr | None
+    ) -> None:
         self.app = app
+        self.dialects = dialects
         self.api_key = api_key
         self.admin_key = admin_key
 
@@ -138,27 +139,28 @@ class Auth:
         if path.startswith(ADMIN_PREFIX):
             if self.admin_key is None:
                 message = "admin endpoints are disabled on this server (set RM_ADMIN_API_KEY to enable them)"
-                await self._refuse(scope, receive, send, 403, "forbidden", message)
+                await self._refuse(scope, receive, send, Kind.FORBIDDEN, message)
                 return
             if not bearer_matches(scope, self.admin_key):
-                await self._refuse(scope, receive, send, 401, "unauthorized", "missing or invalid admin key")
+                await self._refuse(scope, receive, send, Kind.UNAUTHORIZED, "missing or invalid admin key")
                 return
         elif self.api_key is not None and not bearer_matches(scope, self.api_key):
-            await self._refuse(scope, receive, send, 401, "unauthorized", "missing or invalid API key")
+            await self._refuse(scope, receive, send, Kind.UNAUTHORIZED, "missing or invalid API key")
             return
         await self.app(scope, receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int, kind: str, message: str) -> None:
-        dialect = errors.path_dialect(scope["path"])
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, kind: Kind, message: str) -> None:
+        dialect = self.dialects.of_path(scope["path"])
         read = False
-        if status == 401:
+        headers = {}
+        if kind is Kind.UNAUTHORIZED:
             message += " (send 'Authorization: Bearer KEY')"
-            if errors.shares_path(scope["path"]):
-                dialect, read = await _peeked_dialect(scope, receive, dialect)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+            headers["WWW-Authenticate"] = "Bearer"
+            if self.dialects.shares(scope["path"]):
+                dialect, read = await _peeked_dialect(scope, receive, self.dialects, dialect)
         if not read and _has_body(scope):
             headers["Connection"] = "close"  # the body stays unread: close rather than wait for the rest of it
-        await errors.error_response(dialect, status, kind, message, headers)(scope, receive, send)
+        await dialect.render(Failure(kind, message, headers=headers))(scope, receive, send)
 
 
 def _has_body(scope: Scope) -> bool:
@@ -166,7 +168,7 @@ def _has_body(scope: Scope) -> bool:
     return headers.get(b"content-length", b"0") not in (b"0", b"") or b"transfer-encoding" in headers
 
 
-async def _peeked_dialect(scope: Scope, receive: Receive, default: errors.Dialect) -> tuple[errors.Dialect, bool]:
+async def _peeked_dialect(scope: Scope, receive: Receive, dialects: Dialects, default: Dialect) -> tuple[Dialect, bool]:
     """(The dialect a small JSON body speaks on a shared path, whether the body was read whole); `default` for a
     big, slow or unparseable one."""
     declared = dict(scope["headers"]).get(b"content-length", b"")
@@ -183,7 +185,7 @@ async def _peeked_dialect(scope: Scope, receive: Receive, default: errors.Dialec
     except TimeoutError:
         return default, False
     try:
-        return errors.body_dialect(scope["path"], json.loads(b"".join(chunks))), True
+        return dialects.of_body(scope["path"], json.loads(b"".join(chunks))), True
     except ValueError:
         return default, True
 
@@ -193,8 +195,9 @@ class Admission:
     refusals outnumber answers, and a 429 decided before the body is read, parsed and validated leaves the CPU to
     the requests that were admitted. (The exact decision, for the request's own pairs, is the batcher's.)"""
 
-    def __init__(self, app: ASGIApp, refusal: Callable[[], errors.ApiError | None]) -> None:
+    def __init__(self, app: ASGIApp, dialects: Dialects, refusal: Callable[[], ServiceError | None]) -> None:
         self.app = app
+        self.dialects = dialects
         self.refusal = refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -202,13 +205,8 @@ class Admission:
         if scope["type"] == "http" and path not in PUBLIC_PATHS and not path.startswith(ADMIN_PREFIX):
             refused = self.refusal()
             if refused is not None:
-                headers = dict(refused.headers)
-                if _has_body(scope):
-                    headers["Connection"] = "close"  # the body stays unread
-                dialect = errors.path_dialect(path)
-                await errors.error_response(dialect, refused.status, refused.kind, refused.message, headers)(
-                    scope, receive, send
-                )
+                unread = {"Connection": "close"} if _has_body(scope) else None  # the body stays unread
+                await self.dialects.of_path(path).render(failure_of(refused, unread))(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -217,8 +215,9 @@ class BodyLimit:
     """Bodies over the limit get a JSON 413, whether declared up front or streamed; a body that does not arrive
     within the read deadline gets a JSON 408 (a client trickling bytes cannot hold a connection and a task)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, read_seconds: float) -> None:
+    def __init__(self, app: ASGIApp, dialects: Dialects, max_bytes: int, read_seconds: float) -> None:
         self.app = app
+        self.dialects = dialects
         self.max_bytes = max_bytes
         self.read_seconds = read_seconds
 
@@ -229,10 +228,8 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             message = f"request body of {int(declared)} bytes is over the limit of {self.max_bytes}"
-            dialect = errors.path_dialect(scope["path"])
-            await errors.error_response(dialect, 413, "too_large", message, {"Connection": "close"})(
-                scope, receive, send
-            )
+            failure = Failure(Kind.TOO_LARGE, message, headers={"Connection": "close"})
+            await self.dialects.of_path(scope["path"]).render(failure)(scope, receive, send)
             return
         received = 0
         complete = False

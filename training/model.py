@@ -15,14 +15,12 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import nn
 
-from models.formatting import FormatSpec
-
-from .config import POOLINGS
+from .config import Pooling
 
 DEFAULT_BASE_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -135,19 +133,6 @@ def load_backbone(base: str, attn_implementation: str | None = "sdpa", heads: in
     return model, tokenizer, architecture
 
 
-def format_spec(tokenizer: Any, architecture: str, max_length: int) -> FormatSpec:
-    """How this backbone's text is formatted, as recorded in the bundle."""
-    if architecture == "encoder":
-        return FormatSpec(kind="pair", max_length=max_length)
-    template = getattr(tokenizer, "chat_template", None)
-    if isinstance(template, dict):  # several named templates: use the default one
-        template = template.get("default")
-    if template:
-        tokens = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
-        return FormatSpec("chat", max_length, tokenizer.eos_token_id, False, template, tokens)
-    return FormatSpec("concat", max_length, tokenizer.eos_token_id, add_special_tokens=True)
-
-
 def model_max_length(model: Any, requested: int) -> int:
     """`requested`, capped by the backbone's position table."""
     limit = getattr(model.config, "max_position_embeddings", None) or requested
@@ -167,8 +152,9 @@ def sentence_transformers_mean(base: str) -> bool:
 
 def choose_pooling(model: Any, architecture: str, base: str, requested: str) -> str:
     """Resolve `auto`; refuse combinations the backbone cannot do."""
-    if requested not in POOLINGS:
-        raise ValueError(f"unknown pooling {requested!r} (choose from {', '.join(POOLINGS)})")
+    poolings = get_args(Pooling)
+    if requested not in poolings:
+        raise ValueError(f"unknown pooling {requested!r} (choose from {', '.join(poolings)})")
     if architecture == "decoder":
         if requested not in ("auto", "last"):
             raise ValueError(f"decoder backbones read the reward at the last token, not {requested!r}")

@@ -14,11 +14,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import Trainer
 
-from models.formatting import Encoded, Formatter, dedupe
-from models.inputs import pad
+from models.formatting import Formatter, dedupe
 from models.messages import completion_text
 
 from .data import PreferencePair
+from .inputs import pad_batch
 from .loss import bradley_terry_loss, length_penalty
 
 
@@ -156,11 +156,6 @@ def representative_batches(dataset: PairDataset, batch_size: int, seed: int = 0)
     return [by_tokens[k] for k in sorted(picks)]
 
 
-def pad_batch(seqs: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """models.inputs.pad as torch tensors: the very arrays the ONNX graphs are fed."""
-    return {name: torch.from_numpy(array) for name, array in pad(seqs, pad_id).items()}
-
-
 class PairCollator:
     """A batch of B pairs -> one padded tensor of its distinct texts, where each pair's two texts sit, B margins,
     each pair's objective, and each text's completion length (for the length head)."""
@@ -184,14 +179,6 @@ class PairCollator:
 
 
 METRICS = ("accuracy", "margin", "rewards/chosen", "rewards/rejected")  # logged as means over the logging window
-
-
-def _sum_across_ranks(values: list[float], device: torch.device) -> list[float]:
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)  # NCCL reduces only tensors on the GPU
-    torch.distributed.all_reduce(tensor)
-    return tensor.tolist()
 
 
 def data_parallel_report(batches: PromptBatches, pairs: int, full_epochs: Sequence[int]) -> dict[str, Any]:
@@ -298,7 +285,9 @@ class RewardTrainer(Trainer):
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs:  # every rank logs at the same steps, so the sums can be reduced across ranks here
             local = [self._sums.get(k, 0.0) for k in METRICS] + [float(self._count)]
-            totals = _sum_across_ranks(local, self.args.device)
+            # NCCL reduces only tensors on the GPU: the sums go to this rank's device first.
+            local_tensor = torch.tensor(local, dtype=torch.float64, device=self.args.device)
+            totals = self.accelerator.reduce(local_tensor, reduction="sum").tolist()
             if totals[-1]:
                 logs.update({k: round(v / totals[-1], 4) for k, v in zip(METRICS, totals, strict=False)})
             self._sums, self._count = {}, 0

@@ -98,6 +98,17 @@ def test_refusals(tmp_path: Path, sources: dict[str, Path]) -> None:
     edit_meta(b, reference={"prompts": ["p"], "completions": ["c"], "ids_sha256": "x", "rewards": {"fp16": [1.0]}})
     with pytest.raises(BundleError, match="invalid reference"):
         read_bundle(b)  # no fp32 rewards
+    b = fresh("objective-stats")
+    # Two objectives whose statistics have no per-head block: refused here, not a KeyError (a 500) on `normalize`.
+    edit_meta(b, objectives=["helpful", "harmless"], reward_stats={"fp32": {"mean": 0.0, "std": 1.0}})
+    with pytest.raises(BundleError, match=r"reward_stats\.fp32\.objectives must be an object"):
+        read_bundle(b)
+    edit_meta(b, objectives=[], reward_stats={"fp32": {"mean": 0.0, "std": 0.0}})
+    with pytest.raises(BundleError, match=r"reward_stats\.fp32\.std must be positive"):
+        read_bundle(b)
+    edit_meta(b, reward_stats={}, parity={"int8": {"scheme": "x"}})
+    with pytest.raises(BundleError, match="int8 agreement"):
+        read_bundle(b)
     b = fresh("formatting")
     edit_meta(b, formatting={"kind": "telepathy", "max_length": 64})
     with pytest.raises(BundleError, match="unknown formatting kind"):

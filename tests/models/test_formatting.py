@@ -72,7 +72,7 @@ def test_messages_flatten_to_the_transcript_they_stand_for(minilm_path: str) -> 
 
 
 def test_chat_template_matches_apply_chat_template(tiny_llama: Path) -> None:
-    from training.model import format_spec
+    from training.tokens import format_spec
 
     tok = hf(tiny_llama)
     spec = format_spec(tok, "decoder", 64)
@@ -88,7 +88,7 @@ def test_chat_template_matches_apply_chat_template(tiny_llama: Path) -> None:
 
 
 def test_concat_appends_eos_and_keeps_the_end(tiny_gpt2: Path) -> None:
-    from training.model import format_spec
+    from training.tokens import format_spec
 
     tok = hf(tiny_gpt2)
     spec = format_spec(tok, "decoder", 16)

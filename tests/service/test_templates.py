@@ -32,7 +32,7 @@ def refusing(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, minilm_path: str
 ) -> Iterator[tuple[str, TestClient]]:
     """A real exported decoder bundle whose chat template is one that raises, served in-process."""
-    from training.imported import main
+    from training.export.__main__ import main
 
     family = request.param
     architecture, template = FAMILIES[family][:2]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from builders import tiny_fit_argv
 from models.bundle import MODEL_FILES, read_bundle
 from training.config import parse_config
 from training.export import export_bundle
-from training.fit import export_job, load_splits
+from training.fit import TrainResult, export_job, load_splits
 from training.model import RewardModel, load_backbone
 from training.trainer import PromptBatches
 
@@ -62,12 +64,14 @@ def test_torchrun_two_processes_fit_export_and_resume(tiny_bert: Path, synthetic
     assert all(counts[0][e] > 0 and counts[1][e] > 0 for e in ("0", "1"))
 
     # Parity: the same final weights exported in one process give the very same graphs.
-    cfg = parse_config(tiny_fit_argv(tiny_bert, synthetic_data, tmp_path / "single", epochs=2))
+    cfg, options = parse_config(tiny_fit_argv(tiny_bert, synthetic_data, tmp_path / "single", epochs=2))
     model, tokenizer, architecture = load_backbone(str(out) + ".work/hf")
     reward_model: Any = RewardModel(model, architecture, summary["pooling"])
     train_pairs, held_out = load_splits(cfg)
     spec = bundle.meta.formatting
-    single = export_bundle(export_job(cfg, reward_model, tokenizer, spec, train_pairs, held_out, dict(summary)))
+    described = {f.name: summary[f.name] for f in dataclasses.fields(TrainResult) if f.name in summary}
+    trained = TrainResult(model=reward_model, tokenizer=tokenizer, spec=spec, **described)
+    single = export_bundle(export_job(cfg, options, trained, train_pairs, held_out, summary["data_fingerprint"]))
     for precision in bundle.meta.precisions:
         name = MODEL_FILES[precision]
         assert single.meta.files[name] == bundle.meta.files[name], precision

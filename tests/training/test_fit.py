@@ -42,20 +42,19 @@ def test_training_changes_parameters_and_bundle_tokenisation_equals_training(
 ) -> None:
     from transformers import AutoModelForSequenceClassification
 
-    cfg = parse_config(tiny_fit_argv(tiny_bert, synthetic_data, tmp_path / "b", epochs=1.0))
+    cfg, options = parse_config(tiny_fit_argv(tiny_bert, synthetic_data, tmp_path / "b", epochs=1.0))
     pairs, held = split_by_prompt(load_pairs([synthetic_data]), cfg.eval_fraction, cfg.seed)
     before = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=1).state_dict()
-    model, tokenizer, spec, summary = train(cfg, pairs)
+    trained = train(cfg, pairs)
+    model, tokenizer, spec = trained.model, trained.tokenizer, trained.spec
     after = model.model.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert "classifier.weight" in changed and any("encoder.layer.1" in k for k in changed)
     # The default freezes the lower half (layer 0 of 2) and the embeddings under it.
     assert not any("encoder.layer.0" in k or "embeddings" in k for k in changed)
-    assert summary["frozen_layers"] == 1
+    assert trained.frozen_layers == 1
 
-    bundle = export_bundle(
-        export_job(cfg, model, tokenizer, spec, pairs, {"held": held}, summary | {"base_model": "tiny"})
-    )
+    bundle = export_bundle(export_job(cfg, options, trained, pairs, {"held": held}, "fingerprint"))
     from tokenizers import Tokenizer
 
     training_side = Formatter(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()), spec)

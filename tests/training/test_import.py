@@ -10,7 +10,7 @@ from reward_models import DECODERS, FAMILIES, documented_score, make_reward_mode
 
 from models.bundle import read_bundle
 from models.runtime import BundleScorer
-from training.imported import main
+from training.export.__main__ import main
 
 PROMPTS = ["Question 1: tell me something about tea.", "Question 2: tell me something about maps and stars?", "hi"]
 COMPLETIONS = ["tea is kind.", "maps is awful wrong useless nonsense junk, and stars is glad.", "sure"]
@@ -46,7 +46,7 @@ def test_exported_bundle_scores_as_transformers_does(
         print(f"PARITY {family} {precision} max|bundle - transformers| = {diff:.2e}")
         assert diff <= limit, (precision, diff)
     head = bundle.meta.reward_head
-    assert head["family"] == family.replace("-", "_") or head["family"] == family
+    assert head is not None and head.family in (family.replace("-", "_"), family)
     kind = "pair" if family not in DECODERS else ("chat" if DECODERS[family][4] else "concat")
     assert bundle.meta.formatting.kind == kind and bundle.meta.reward_stats == {}
 

@@ -13,7 +13,8 @@ from transformers import TrainingArguments
 from models.formatting import Formatter
 from training.data import PreferencePair
 from training.loss import bradley_terry_loss
-from training.model import RewardModel, disable_dropout, format_spec, load_backbone
+from training.model import RewardModel, disable_dropout, load_backbone
+from training.tokens import format_spec
 from training.trainer import PairCollator, PairDataset, PromptBatches, RewardTrainer, pad_batch
 
 

@@ -1,4 +1,5 @@
-"""export_bundle(job): a torch reward model -> checked ONNX graphs -> evaluated bundle, written only if it passes.
+"""export_bundle(job): a torch reward model -> checked ONNX graphs -> evaluated bundle, written only if it passes
+(`python -m training.export`, in __main__.py, runs it on an existing Hugging Face reward model).
 
 The one export path: training.fit ends by calling it, and so does the import of an existing Hugging Face reward
 model. Order of work: the fp32 graph (training.graphs), ONNX vs torch parity, evaluation, then the optional
@@ -30,10 +31,12 @@ from models.records import ExportChecks, Fp16Check, Moments, RewardHead, RewardS
 from models.reference import ABS_FLOOR, make_reference
 from models.runtime import BundleScorer
 
-from . import acceptance, graphs
-from .data import PreferencePair
-from .evaluate import build_report, evaluate, score_pairs, write_plot
-from .model import RewardModel
+from .. import acceptance, graphs
+from ..config import ExportOptions
+from ..data import PreferencePair
+from ..evaluate import build_report, evaluate, score_pairs, write_plot
+from ..model import RewardModel
+from ..tokens import backend
 
 log = logging.getLogger("training.export")
 # Batch-invariant int8 schemes, fastest first; the export keeps the first that agrees with fp32 well enough.
@@ -42,19 +45,6 @@ INT8_SCHEMES = ("square+contracting", "square")
 
 class ExportError(RuntimeError):
     """The exported graphs failed a parity or agreement check; nothing was written to the bundle folder."""
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """Which precisions to try and the bars they must clear."""
-
-    int8: bool = True
-    fp16: bool = True
-    parity_atol: float = 1e-4
-    min_int8_agreement: float = 0.98
-    fp16_tolerance: float = 0.01  # in units of the fp32 reward std
-    plot: Path | None = None
-    external_bytes: int = graphs.EXTERNAL_DATA_BYTES  # graphs with more weight bytes keep them in a data file
 
 
 @dataclass(frozen=True)
@@ -79,7 +69,10 @@ class ExportJob:
     split: str = "prompt_split"
     data_fingerprint: str = ""
     provenance: Mapping[str, Any] = field(default_factory=dict)  # BundleMeta.training (config and summary)
-    options: ExportOptions = ExportOptions()
+    options: ExportOptions = field(default_factory=ExportOptions)
+    int8: bool = True  # also try a static int8 graph (kept only if it agrees with fp32)
+    fp16: bool = True  # also try an fp16 graph (kept only within the tolerance)
+    plot: Path | None = None  # eval.png: reward histograms and reward vs length on the evaluation pairs
 
 
 @dataclass(frozen=True)
@@ -108,7 +101,7 @@ def export_bundle(job: ExportJob) -> Bundle:
     raw = work / "raw" / "model.onnx"
     raw.parent.mkdir()
     names = graphs.export_fp32(model, sample, pad_id, raw)
-    fusions = graphs.optimize_fp32(raw, work / MODEL_FILES["fp32"], model, options.external_bytes)
+    fusions = graphs.optimize_fp32(raw, work / MODEL_FILES["fp32"], model, options.external_data_bytes)
     shutil.rmtree(raw.parent)
     log.info("fp32 graph exported; fusions: %s", fusions or "none")
     # Provisional metadata: enough for BundleScorer to read the work folder as a bundle of what exists so far.
@@ -140,17 +133,17 @@ def export_bundle(job: ExportJob) -> Bundle:
     if job.eval_files:
         reports["fp32"], rewards["fp32"] = evaluate(fp32, job.eval_files)
     precisions = ["fp32"]
-    if options.int8 and not job.eval_files:
+    if job.int8 and not job.eval_files:
         raise ExportError("int8 needs evaluation pairs to check its winners against fp32's (--eval-data); not written")
-    if options.int8 and (work / data_file(MODEL_FILES["fp32"])).exists():
+    if job.int8 and (work / data_file(MODEL_FILES["fp32"])).exists():
         raise ExportError("int8 of a graph over 2 GB is not supported (export fp32 and fp16 only); not written")
-    if options.int8:
+    if job.int8:
         feeds = [pad([e], pad_id, names) for e in calib]
         int8 = choose_int8(work, draft, feeds, reports["fp32"], rewards["fp32"], job)
         reports["int8"], rewards["int8"], int8_record = int8.report, int8.rewards, int8.parity
         precisions.append("int8")
     stats = {p: reward_stats(r, job.objectives) for p, r in reports.items()}
-    if options.fp16:
+    if job.fp16:
         # Without evaluation pairs the reward scale comes from the parity pairs' own rewards.
         parity_rewards = np.concatenate(score_pairs(fp32, job.parity)[:2]) if not stats else np.zeros(0)
         scale = (
@@ -159,7 +152,7 @@ def export_bundle(job: ExportJob) -> Bundle:
         scale = max(scale, 1e-6)
         # The floor (the parity bar) keeps a near-constant model's fp16 rounding from failing a relative limit.
         limit = max(options.fp16_tolerance * scale, ABS_FLOOR)
-        fp16 = fp16_record = try_fp16(work, draft, job.parity, limit, options.external_bytes)
+        fp16 = fp16_record = try_fp16(work, draft, job.parity, limit, options.external_data_bytes)
         if fp16.kept:
             precisions.append("fp16")
     shipped = dataclasses.replace(draft, precisions=precisions)
@@ -174,10 +167,10 @@ def export_bundle(job: ExportJob) -> Bundle:
         reference=make_reference({p: _scorer(work, shipped, p) for p in precisions}),
         training=dict(job.provenance) | {"summary": summary},
     )
-    if options.plot is not None and job.eval_files:
+    if job.plot is not None and job.eval_files:
         pairs = [p for file_pairs in job.eval_files.values() for p in file_pairs]
         combined = {side: combine(r, meta) for side, r in rewards["fp32"].items()}
-        write_plot(options.plot, pairs, combined, f"{meta.model_id} (fp32, held out)")
+        write_plot(job.plot, pairs, combined, f"{meta.model_id} (fp32, held out)")
     files = [TOKENIZER_FILE] + [MODEL_FILES[p] for p in precisions]
     files += [data_file(MODEL_FILES[p]) for p in precisions if (work / data_file(MODEL_FILES[p])).exists()]
     sources = {name: work / name for name in files}
@@ -199,12 +192,7 @@ def reward_stats(report: Mapping[str, Any], objectives: Sequence[str]) -> Reward
 
 def _save_tokenizer(tokenizer: Any, spec: FormatSpec, path: Path) -> Formatter:
     """The backend tokenizer as the bundle's tokenizer.json (no padding or truncation: formatting owns those)."""
-    from tokenizers import Tokenizer
-
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-    backend.no_padding()
-    backend.no_truncation()
-    backend.save(str(path))
+    backend(tokenizer).save(str(path))
     return Formatter.from_file(str(path), spec)
 
 
@@ -320,9 +308,3 @@ def try_fp16(
         check.kept,
     )
     return check
-
-
-if __name__ == "__main__":  # python -m training.export: an existing Hugging Face reward model -> a checked bundle
-    from .imported import main
-
-    raise SystemExit(main())

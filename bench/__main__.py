@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from models.bundle import read_bundle
+from service.launch import Server, ServiceServer, free_port
 
 from . import data
 from .load import paired_latency, run_load
@@ -30,7 +31,6 @@ from .offline import (
     torch_offline,
 )
 from .queue import queue_scaling_alone
-from .servers import Server, ServiceServer, free_port
 
 
 def measure_servers(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from training.data import LoadReport, PreferencePair, load_pairs, split_by_prompt
+from training.data import LoadReport, load_pairs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "preferences"
 FILES = ("hh_rlhf_harmless_base_test.jsonl.gz", "pandalm_test.jsonl", "finegrained_qa_dev.jsonl.gz")
@@ -13,15 +13,6 @@ FILES = ("hh_rlhf_harmless_base_test.jsonl.gz", "pandalm_test.jsonl", "finegrain
 
 def shared_files(data_dir: Path = SHARED) -> list[Path]:
     return [data_dir / f for f in FILES if (data_dir / f).exists()]
-
-
-def held_out_pairs(eval_fraction: float, seed: int, data_dir: Path = SHARED) -> list[PreferencePair]:
-    """Pairs the bundle's fit held out (same split by prompt), from every shared file present."""
-    files = shared_files(data_dir)
-    if not files:
-        return []
-    pairs = load_pairs(files, skip_invalid=True, report=LoadReport())
-    return split_by_prompt(pairs, eval_fraction, seed)[1]
 
 
 def sample(n: int, seed: int = 0, data_dir: Path = SHARED) -> tuple[list[str], list[str], str]:

@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service.launch import ServiceServer
+
 from . import data
 from .load import Connection, percentile, run_load, scrape
-from .servers import ServiceServer
 
 
 async def open_loop(

@@ -23,9 +23,9 @@ import numpy as np
 
 from models.bundle import read_bundle
 from models.runtime import BundleScorer
+from service.launch import ServiceServer
 
 from . import data
-from .servers import ServiceServer
 
 INVALID = [
     (b"{not json", 422),

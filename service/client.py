@@ -306,8 +306,3 @@ class AsyncRewardFunction(RewardFunction):
 def reward_fn(url: str, **kwargs: Any) -> RewardFunction:
     """`RewardFunction(url, **kwargs)`: the reward function for TRL trainers."""
     return RewardFunction(url, **kwargs)
-
-
-def async_reward_fn(url: str, **kwargs: Any) -> AsyncRewardFunction:
-    """`AsyncRewardFunction(url, **kwargs)`: the coroutine form, for TRL's concurrent reward functions."""
-    return AsyncRewardFunction(url, **kwargs)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,3 +55,23 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, synth
     argv = tiny_fit_argv(tiny_bert, synthetic_data, out)
     assert main(argv) == 0
     return out
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Any]]:
+    """`serve(bundle, *flags, **RM_env)`: a live `python -m service` on loopback, ready, and stopped when the test
+    ends whatever happens (a test may stop it itself first, to read its output or exit status)."""
+    from servers import LiveServer
+
+    started: list[Any] = []
+
+    def start(bundle: Path, *args: str, **env: str) -> Any:
+        server = LiveServer(bundle, *args, env={**os.environ, **env})
+        started.append(server)
+        return server.wait_ready()
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()

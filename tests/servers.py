@@ -1,5 +1,5 @@
 """Helpers to run the real app: in-process with its lifespan (TestClient), or as `python -m service` on loopback
-(LiveServer: bench.servers' launcher, the one the benchmarks use too; call wait_ready())."""
+(LiveServer: service.launch's launcher, the one the benchmarks use too; the `serve` fixture starts and stops one)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from bench.servers import ServiceServer as LiveServer
-from bench.servers import free_port
 from service.app import create_app
 from service.core.settings import Settings
+from service.launch import ServiceServer as LiveServer
+from service.launch import free_port
 
 __all__ = ["LiveServer", "free_port", "make_client"]
 

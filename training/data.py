@@ -7,35 +7,28 @@ Formats (one record type per row, detected per record):
                 sharing everything up to the last assistant turn, split there
   conversational  any of the above with lists of {"role", "content"} messages instead of strings
   ranked        {"prompt", "completions": [...], "ranks": [...]} (1 = best) -> every ordered pair, ties dropped
-Files: .json (array, or JSON lines), .jsonl, .jsonl.gz / .json.gz, .csv, .parquet; or a Hugging Face dataset
-name ("org/name" or "org/name:split"), loaded with `datasets` (needs internet or a local cache).
+Files are read into records by training.files (JSON, JSON lines, CSV, Parquet, hub datasets).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import gzip
 import hashlib
-import io
 import json
 import math
 import re
-import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any
 
 from models.messages import ASSISTANT_MARKER, Text
 
+from .files import DataError, hub_records, iter_records
+
 PROMPT_KEYS = ("prompt", "question")
 OBJECTIVE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-
-
-class DataError(ValueError):
-    """A record that cannot become a preference pair; the message starts with `file:record`."""
 
 
 @dataclass(frozen=True)
@@ -183,134 +176,6 @@ def _ranked_pairs(record: Mapping[str, Any], source: str) -> list[PreferencePair
     return pairs
 
 
-# ---------------------------------------------------------------- files -> records
-
-
-def _open_bytes(path: Path) -> BinaryIO:
-    if path.suffix == ".gz":
-        return cast(BinaryIO, gzip.open(path, "rb"))
-    return open(path, "rb")
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    # utf-8-sig: files saved by spreadsheet tools start with a byte-order mark.
-    return io.TextIOWrapper(_open_bytes(path), encoding="utf-8-sig", newline="")
-
-
-def _kind(path: Path) -> str:
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    last = suffixes[-1] if suffixes else ""
-    if last in (".json", ".jsonl", ".csv", ".parquet"):
-        return last[1:]
-    raise DataError(f"{path}: unknown file type (use .json, .jsonl, .jsonl.gz, .csv or .parquet)")
-
-
-def _json_lines(path: Path, f: Iterable[str | bytes]) -> Iterator[tuple[str, Any]]:
-    for number, line in enumerate(f, 1):
-        try:
-            text = line.decode("utf-8-sig" if number == 1 else "utf-8") if isinstance(line, bytes) else line
-        except UnicodeDecodeError as e:
-            yield f"{path}:{number}", DataError(f"not valid UTF-8 (byte {e.start} of the line)")
-            continue
-        if not text.strip():
-            continue
-        try:
-            yield f"{path}:{number}", json.loads(text)
-        except json.JSONDecodeError as e:
-            yield f"{path}:{number}", DataError(f"invalid JSON: {e.msg}")
-
-
-def _csv_cell(key: str, value: Any) -> Any:
-    """Lists (messages, completions, ranks) travel through CSV as JSON text; anything else stays a string."""
-    if not (isinstance(value, str) and value.startswith("[")):
-        return value
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError:
-        return value
-    if key in ("completions", "ranks") and isinstance(parsed, list):
-        return parsed
-    if key in ("prompt", "question", "chosen", "rejected") and _looks_like_messages(parsed):
-        return parsed
-    return value
-
-
-def _looks_like_messages(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
-
-
-def _csv_rows(path: Path, f: Iterable[str]) -> Iterator[tuple[str, Any]]:
-    reader = csv.DictReader(f)
-    for row in reader:
-        record: dict[str, Any] = {}
-        for key, value in row.items():
-            if key is None:
-                continue
-            record[key] = _csv_cell(key, value)
-        yield f"{path}:{reader.line_num}", record
-
-
-def iter_records(path: Path) -> Iterator[tuple[str, Any]]:
-    """(source, record) for each record of a file; a record that cannot be parsed is a DataError value."""
-    try:
-        yield from _file_records(path)
-    except DataError:
-        raise
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 text (at byte {e.start})") from None
-    except (OSError, EOFError, csv.Error, zlib.error) as e:
-        # Truncated or corrupt gzip, unreadable file, malformed CSV quoting.
-        raise DataError(f"{path}: cannot read: {e}") from None
-    except Exception as e:
-        if type(e).__module__.startswith("pyarrow"):
-            raise DataError(f"{path}: not a readable Parquet file: {e}") from None
-        raise
-
-
-def _file_records(path: Path) -> Iterator[tuple[str, Any]]:
-    kind = _kind(path)
-    if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        for i, row in enumerate(pq.read_table(path).to_pylist()):
-            yield f"{path}:row {i + 1}", row
-        return
-    if kind == "jsonl":
-        with _open_bytes(path) as b:
-            yield from _json_lines(path, b)
-        return
-    with _open_text(path) as f:
-        if kind == "csv":
-            yield from _csv_rows(path, f)
-        else:
-            text = f.read()
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError:
-                yield from _json_lines(path, text.splitlines())  # a .json file holding JSON lines
-                return
-            if isinstance(data, Mapping):
-                lists = [v for v in data.values() if isinstance(v, list)]
-                if len(lists) != 1:
-                    raise DataError(f"{path}: a JSON object must hold exactly one list of records")
-                data = lists[0]
-            if not isinstance(data, list):
-                raise DataError(f"{path}: expected a JSON array of records")
-            for i, record in enumerate(data):
-                yield f"{path}:record {i + 1}", record
-
-
-def _hub_records(name: str) -> Iterator[tuple[str, Any]]:
-    """A Hugging Face dataset ("org/name" or "org/name:split"); needs `datasets` and internet or a cache."""
-    import datasets
-
-    repo, _, split = name.partition(":")
-    for i, row in enumerate(datasets.load_dataset(repo, split=split or "train")):
-        yield f"{name}:row {i + 1}", row
-
-
 def load_pairs(
     paths: Sequence[str | Path], skip_invalid: bool = False, report: LoadReport | None = None
 ) -> list[PreferencePair]:
@@ -322,7 +187,7 @@ def load_pairs(
         if path.exists():
             records = iter_records(path)
         elif isinstance(raw, str) and "/" in raw and not raw.startswith((".", "/")) and not Path(raw).suffix:
-            records = _hub_records(raw)
+            records = hub_records(raw)
         else:
             raise DataError(f"{raw}: no such file")
         before = len(pairs)

@@ -7,20 +7,18 @@ import asyncio
 import contextlib
 import http.client
 import json
-import os
 import shutil
 import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
-import pytest
 import uvicorn
-from servers import LiveServer, free_port
+from servers import free_port
 
 from models.bundle import read_bundle
 from service.app import create_app
@@ -44,23 +42,6 @@ def proc_status(pid: int) -> tuple[int, int]:
     """(resident memory in KiB, threads) of a process."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return int(fields["VmRSS"].split()[0]), int(fields["Threads"])
-
-
-@pytest.fixture
-def stopped() -> Iterator[list[LiveServer]]:
-    """Servers a test starts, stopped at its end whatever happens."""
-    started: list[LiveServer] = []
-    try:
-        yield started
-    finally:
-        for server in started:
-            server.stop()
-
-
-def live(stopped: list[LiveServer], bundle: Path, *args: str, **env: str) -> LiveServer:
-    server = LiveServer(bundle, *args, env={**os.environ, **env})
-    stopped.append(server)
-    return server.wait_ready()  # type: ignore[return-value]
 
 
 def test_an_unexpected_error_is_a_json_500_and_the_connection_is_kept(tiny_bundle: Path) -> None:
@@ -98,9 +79,9 @@ def test_an_unexpected_error_is_a_json_500_and_the_connection_is_kept(tiny_bundl
         thread.join(30)
 
 
-def test_a_client_that_leaves_is_counted_499_without_a_traceback(tiny_bundle: Path, stopped: list[LiveServer]) -> None:
+def test_a_client_that_leaves_is_counted_499_without_a_traceback(tiny_bundle: Path, serve: Any) -> None:
     # Pairs linger for batch mates, so the client is gone while its pair still waits in the queue.
-    server = live(stopped, tiny_bundle, "--precision", "fp32", "--max-wait-ms", "1500", "--max-batch-size", "64")
+    server = serve(tiny_bundle, "--precision", "fp32", "--max-wait-ms", "1500", "--max-batch-size", "64")
     body = json.dumps(ITEM).encode()
     for _ in range(3):
         with socket.create_connection(("127.0.0.1", server.port)) as s:
@@ -140,12 +121,10 @@ async def flood(url: str, clients: int, pairs: int, seconds: float) -> list[tupl
 
 
 def test_overload_is_answered_429_at_once_and_what_is_admitted_is_answered_in_time(
-    tiny_bundle: Path, stopped: list[LiveServer]
+    tiny_bundle: Path, serve: Any
 ) -> None:
     limit = 0.3
-    server = live(
-        stopped, tiny_bundle, "--precision", "fp32", "--max-batch-size", "1", "--max-queue-seconds", str(limit)
-    )
+    server = serve(tiny_bundle, "--precision", "fp32", "--max-batch-size", "1", "--max-queue-seconds", str(limit))
     results = asyncio.run(flood(server.url, clients=48, pairs=48, seconds=4))
     ok = sorted(t for s, t, _ in results if s == 200)
     refused = sorted(t for s, t, _ in results if s == 429)
@@ -160,9 +139,8 @@ def test_overload_is_answered_429_at_once_and_what_is_admitted_is_answered_in_ti
     assert httpx.get(server.url + "/info").json()["batching"]["max_queue_seconds"] == limit
 
 
-def test_a_drain_that_overruns_answers_503_and_exits_nonzero(tiny_bundle: Path, stopped: list[LiveServer]) -> None:
-    server = live(
-        stopped,
+def test_a_drain_that_overruns_answers_503_and_exits_nonzero(tiny_bundle: Path, serve: Any) -> None:
+    server = serve(
         tiny_bundle,
         "--precision",
         "fp32",
@@ -197,8 +175,8 @@ def test_a_drain_that_overruns_answers_503_and_exits_nonzero(tiny_bundle: Path, 
     assert server.proc.wait(30) == 3
 
 
-def test_twenty_reloads_keep_memory_and_threads_flat(tiny_bundle: Path, stopped: list[LiveServer]) -> None:
-    server = live(stopped, tiny_bundle, "--admin-api-key", "adm")
+def test_twenty_reloads_keep_memory_and_threads_flat(tiny_bundle: Path, serve: Any) -> None:
+    server = serve(tiny_bundle, "--admin-api-key", "adm")
     admin = {"Authorization": "Bearer adm"}
 
     def reload() -> None:
@@ -219,8 +197,8 @@ def test_twenty_reloads_keep_memory_and_threads_flat(tiny_bundle: Path, stopped:
     assert rss1 - rss0 < 24 * 1024
 
 
-def test_unauthenticated_bodies_are_refused_before_they_are_read(tiny_bundle: Path, stopped: list[LiveServer]) -> None:
-    server = live(stopped, tiny_bundle, "--api-key", "k")
+def test_unauthenticated_bodies_are_refused_before_they_are_read(tiny_bundle: Path, serve: Any) -> None:
+    server = serve(tiny_bundle, "--api-key", "k")
     rss0, _ = proc_status(server.proc.pid)
     big = b'{"items": [' + b'{"prompt": "p", "completion": "c"},' * 900_000 + b'{"prompt": "p", "completion": "c"}]}'
     assert len(big) < 32 * 1024 * 1024
@@ -278,9 +256,8 @@ def raw_exchange(port: int, data: bytes, wait: float) -> tuple[bytes, float]:
         return b"".join(chunks), time.perf_counter() - started
 
 
-def test_slow_idle_and_oversized_clients_are_cut_off(tiny_bundle: Path, stopped: list[LiveServer]) -> None:
-    server = live(
-        stopped,
+def test_slow_idle_and_oversized_clients_are_cut_off(tiny_bundle: Path, serve: Any) -> None:
+    server = serve(
         tiny_bundle,
         "--header-timeout-seconds",
         "1",
@@ -315,13 +292,13 @@ def test_slow_idle_and_oversized_clients_are_cut_off(tiny_bundle: Path, stopped:
 
 
 def test_reloads_load_only_inside_the_model_root(
-    tiny_bundle: Path, second_bundle: Path, tmp_path: Path, stopped: list[LiveServer]
+    tiny_bundle: Path, second_bundle: Path, tmp_path: Path, serve: Any
 ) -> None:
     root = tmp_path / "models"
     shutil.copytree(tiny_bundle, root / "current")
     shutil.copytree(second_bundle, root / "next")
     (root / "escape").symlink_to(second_bundle)  # a link out of the root
-    server = live(stopped, root / "current", "--admin-api-key", "adm")
+    server = serve(root / "current", "--admin-api-key", "adm")
     admin = {"Authorization": "Bearer adm"}
 
     def reload(model_dir: str) -> httpx.Response:

@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from servers import LiveServer
@@ -23,17 +24,10 @@ def metric(url: str, name: str) -> float:
     return 0.0
 
 
-def test_sigterm_answers_every_accepted_request_then_exits_0(tiny_bundle: Path) -> None:
+def test_sigterm_answers_every_accepted_request_then_exits_0(tiny_bundle: Path, serve: Any) -> None:
     # Pairs linger up to 1.5 s for batch mates, so all accepted requests are still queued when SIGTERM lands.
-    env = {
-        **os.environ,
-        "RM_MAX_WAIT_MS": "1500",
-        "RM_MAX_BATCH_SIZE": "512",
-        "RM_MAX_BATCH_TOKENS": "1000000",
-        "RM_PRECISION": "fp32",
-    }
-    server = LiveServer(tiny_bundle, env=env)
-    server.wait_ready()
+    env = {"RM_MAX_WAIT_MS": "1500", "RM_MAX_BATCH_SIZE": "512", "RM_MAX_BATCH_TOKENS": "1000000"}
+    server = serve(tiny_bundle, "--precision", "fp32", **env)
     accepted = 48
 
     async def main() -> tuple[list[httpx.Response], list[object]]:
@@ -61,12 +55,10 @@ def test_sigterm_answers_every_accepted_request_then_exits_0(tiny_bundle: Path) 
     assert server.proc.wait(30) == 0
 
 
-def test_readyz_turns_503_at_once_on_sigterm_while_work_is_still_served(tiny_bundle: Path) -> None:
+def test_readyz_turns_503_at_once_on_sigterm_while_work_is_still_served(tiny_bundle: Path, serve: Any) -> None:
     # The shutdown delay keeps the listener open after SIGTERM, so the probe can be observed failing while
     # requests routed here by a load balancer that has not noticed yet are still answered.
-    env = {**os.environ, "RM_SHUTDOWN_DELAY_SECONDS": "2", "RM_PRECISION": "fp32"}
-    server = LiveServer(tiny_bundle, env=env)
-    server.wait_ready()
+    server = serve(tiny_bundle, "--precision", "fp32", RM_SHUTDOWN_DELAY_SECONDS="2")
     item = {"items": [{"prompt": "p", "completion": "c"}]}
     assert httpx.get(server.url + "/readyz", timeout=10).status_code == 200
     server.proc.send_signal(signal.SIGTERM)

@@ -138,8 +138,14 @@ def test_invalid_json_line_and_skip_flag_counts(tmp_path: Path) -> None:
 
 def test_unknown_file_type_and_missing_file(tmp_path: Path) -> None:
     (tmp_path / "x.txt").write_text("hi")
-    with pytest.raises(DataError, match="unknown file type"):
+    with pytest.raises(DataError, match="unknown file type: neither its extension nor its content"):
         load_pairs([tmp_path / "x.txt"])
+    # Read by content where the extension misleads or says nothing: the tutorial's export is one JSON array.
+    record = {"question": "q", "chosen": "a", "rejected": "b"}
+    (tmp_path / "tutorial.jsonl").write_text(json.dumps([record, record]))
+    (tmp_path / "lines.txt").write_text(json.dumps(record) + "\n" + json.dumps(record) + "\n")
+    (tmp_path / "one.data").write_text(json.dumps(record))
+    assert [len(load_pairs([tmp_path / n])) for n in ("tutorial.jsonl", "lines.txt", "one.data")] == [2, 2, 1]
     with pytest.raises(DataError, match="no such file"):
         load_pairs([str(tmp_path / "missing.jsonl")])
 

@@ -1,4 +1,5 @@
-"""Server subprocesses on loopback for benchmarks and tests: `python -m service` (or a peer) on a free port."""
+"""Server subprocesses on loopback: `python -m service` (or any server command) on a free port, started and waited
+on until ready — what the benchmarks, the test suite and anyone scripting a local service use."""
 
 from __future__ import annotations
 

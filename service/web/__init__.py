@@ -1,0 +1,1 @@
+"""What every protocol's HTTP shares: middleware, bounded bodies, socket guards, dependencies, the dialect registry."""

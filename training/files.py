@@ -155,5 +155,3 @@ def hub_records(name: str) -> Iterator[tuple[str, Any]]:
     repo, _, split = name.partition(":")
     for i, row in enumerate(datasets.load_dataset(repo, split=split or "train")):
         yield f"{name}:row {i + 1}", row
-
-

@@ -54,6 +54,22 @@ def open_or_explain(settings: Settings) -> tuple[CheckedScorer | None, str]:
         return None, f"{settings.model_dir}: the model cannot be loaded: {type(e).__name__}: {first_line}"
 
 
+def check_recipe(settings: Settings) -> str:
+    """'' when the settings' recipe (if any) is valid and has the model it needs, else the problem in one line."""
+    if settings.reward_recipe is None:
+        return ""
+    from .core.components import specs
+    from .core.recipe import RecipeError, load_recipe
+
+    try:
+        recipe = load_recipe(settings.reward_recipe, specs())
+    except RecipeError as e:
+        return str(e)
+    if recipe.needs_model and settings.model_dir is None:
+        return f"{settings.reward_recipe}: the recipe has a `model` component: give the bundle (RM_MODEL_DIR)"
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings(**parse_args(argv))
@@ -63,11 +79,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # Refuse a bad bundle with one line before binding a port: Kubernetes restarts us, nobody reads a trace.
-    opened, problem = open_or_explain(settings)
-    if opened is None:
+    # Refuse a bad recipe or bundle with one line before binding a port: Kubernetes restarts us, nobody reads a trace.
+    problem = check_recipe(settings)
+    if problem:
         print(f"error: cannot serve: {problem}", file=sys.stderr)
         return 2
+    opened = None
+    if settings.model_dir is not None:
+        opened, problem = open_or_explain(settings)
+        if opened is None:
+            print(f"error: cannot serve: {problem}", file=sys.stderr)
+            return 2
 
     import uvicorn
 

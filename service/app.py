@@ -19,6 +19,7 @@ from .core.lifecycle import Lifecycle
 from .core.metrics import Metrics
 from .core.models import ModelSlot
 from .core.pipeline import Pipeline
+from .core.rewards import RecipeSlot, Verifiers
 from .core.settings import Settings
 from .protocols import native, openrlhf, ops, shared, tei, vllm
 from .protocols.common import SHARED_PATHS, shared_dialect
@@ -66,26 +67,44 @@ def _by_body(path: str, by_name: dict[str, Dialect]) -> Callable[[Any], Dialect]
     return lambda body: by_name[shared_dialect(path, body)]
 
 
+def count_tokens(models: ModelSlot) -> Callable[[str], int]:
+    """A completion's length in the live reward model's tokens (the length component's unit)."""
+
+    def count(text: str) -> int:
+        live = models.live
+        if live is None:
+            raise ValueError("no model is served to count tokens with")
+        return len(live.scorer.formatter.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    return count
+
+
 def create_app(settings: Settings, opened: CheckedScorer | None = None) -> FastAPI:
     """The app; `opened` is the bundle `python -m service` already opened and checked (else the lifespan opens it)."""
     metrics = Metrics()
     models = ModelSlot(settings, metrics)
     pipeline = Pipeline(settings, metrics, models)
     lifecycle = Lifecycle()
+    verifiers = Verifiers(settings, metrics)
+    recipes = RecipeSlot(verifiers, count_tokens(models) if settings.model_dir is not None else None)
     running: list[asyncio.AbstractEventLoop] = []
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         running.append(asyncio.get_running_loop())
-        model = await models.load(str(settings.model_dir), opened)
-        log.info("serving %s (%s: %s, %s)", model.model_id, model.precision, model.precision_reason, model.provider)
-        lifecycle.ready()
+        if settings.model_dir is not None:
+            model = await models.load(str(settings.model_dir), opened)
+            log.info("serving %s (%s: %s, %s)", model.model_id, model.precision, model.precision_reason, model.provider)
         try:
+            if settings.reward_recipe is not None:
+                await recipes.load(str(settings.reward_recipe))
+            lifecycle.ready()
             yield
         finally:
             lifecycle.stop()
             await models.close()
             pipeline.close()
+            await verifiers.close()
             lifecycle.stopped()
 
     def stop() -> None:
@@ -116,6 +135,7 @@ def create_app(settings: Settings, opened: CheckedScorer | None = None) -> FastA
     app.openapi = openapi  # type: ignore[method-assign]
     app.state.settings = settings
     app.state.models = models
+    app.state.recipes = recipes
     app.state.pipeline = pipeline
     app.state.metrics = metrics
     app.state.lifecycle = lifecycle

@@ -77,6 +77,25 @@ class Metrics:
         )
         self.reference_diff.set(float("nan"))
 
+        self.component_latency = Histogram(
+            "rm_component_seconds",
+            "Time one request's samples took in a reward component (recipe components by name).",
+            ["component"],
+            buckets=LATENCY,
+            registry=r,
+        )
+        self.component_failures = Counter(
+            "rm_component_failures",
+            "Samples a reward component failed on, by failure: timeout, no_answer, sandbox, error.",
+            ["component", "failure"],
+            registry=r,
+        )
+        self.sandbox_kills = Counter(
+            "rm_verifier_kills", "Verifier workers killed at a deadline (and replaced).", registry=r
+        )
+        self.verifier_workers = Gauge("rm_verifier_workers", "Verifier worker processes.", registry=r)
+        self.verifier_busy = Gauge("rm_verifier_busy", "Verifier workers working now.", registry=r)
+
     def set_model(self, model_id: str, base_model: str, precision: str, provider: str) -> None:
         self.model_info.clear()
         self.model_info.labels(model_id, base_model, precision, provider).set(1)

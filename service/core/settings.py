@@ -20,7 +20,24 @@ GPU_LIMITS = {"max_batch_tokens": 65536, "max_batch_size": 256, "max_wait_ms": 2
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RM_", protected_namespaces=(), extra="ignore")
 
-    model_dir: Path = Field(description="Model bundle folder written by training.fit.")
+    model_dir: Path | None = Field(
+        None,
+        description="Model bundle folder written by training.fit (needed unless the reward recipe has no `model` "
+        "component: a verifier-only service).",
+    )
+    reward_recipe: Path | None = Field(
+        None,
+        description="A reward recipe (YAML or TOML): the reward's components (the model, math and code verifiers, "
+        "format, length and repetition terms) and their weights. Unset: the model alone, as always.",
+    )
+    verifier_workers: int = Field(2, ge=1, le=64, description="Worker processes for math and format verifiers.")
+    verifier_memory_mb: int = Field(2048, ge=128, description="Memory each verifier worker may use.")
+    sandbox: Literal["bwrap", "limits-only"] = Field(
+        "bwrap",
+        description="How code verifiers run policy code: bubblewrap namespaces (no network, no host files) plus "
+        "limits; `limits-only` accepts running it with resource limits alone where no namespaces can be made.",
+    )
+    sandbox_slots: int = Field(4, ge=1, le=64, description="Policy programs run at once (one uid each as root).")
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port.")
     precision: Literal["fp32", "int8", "fp16"] | None = Field(
@@ -141,6 +158,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.max_items_per_request > self.max_queue_pairs:
             raise ValueError("max_items_per_request cannot exceed max_queue_pairs (such a request could never run)")
+        if self.model_dir is None and self.reward_recipe is None:
+            raise ValueError("model_dir is required (RM_MODEL_DIR), unless a reward recipe rewards without a model")
         return self
 
     @property
@@ -150,8 +169,10 @@ class Settings(BaseSettings):
 
     @property
     def reload_root(self) -> Path:
-        """The folder /admin/reload may load bundles from, resolved."""
-        return (self.model_root or self.model_dir.resolve().parent).resolve()
+        """The folder /admin/reload may load bundles (and recipes) from, resolved."""
+        anchor = self.model_dir or self.reward_recipe
+        assert anchor is not None
+        return (self.model_root or anchor.resolve().parent).resolve()
 
     def batch_limits(self, on_gpu: bool) -> tuple[int, int, float, float]:
         """(max_batch_tokens, max_batch_size, max_wait_ms, max_padding) with the device's defaults for unset values."""

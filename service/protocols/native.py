@@ -65,10 +65,24 @@ def with_objectives(result: ScoreResult) -> dict[str, Any]:
 
 
 async def score(body: ScoreRequest, request: Request, pipeline: Pipeline) -> Response:
-    """Our POST /score: raw rewards in the order given."""
-    result = await until_disconnect(request, pipeline.score(body.job()))
-    answer = {"scores": result.values(body.normalize, body.weights), "model": result.model.model_id}
-    return json_response(answer | {"truncated": result.truncated} | with_objectives(result))
+    """Our POST /score: rewards in the order given — the model's, or the reward recipe's components combined."""
+    job = body.job()
+    rewarder = request.app.state.recipes.live
+    if rewarder is None:
+        result = await until_disconnect(request, pipeline.score(job))
+        answer = {"scores": result.values(body.normalize, body.weights), "model": result.model.model_id}
+        return json_response(answer | {"truncated": result.truncated} | with_objectives(result))
+    rewards = await until_disconnect(
+        request, rewarder.reward(job, lambda: pipeline.score(job), body.normalize, body.weights)
+    )
+    model = rewards.model
+    composed: dict[str, Any] = {
+        "scores": rewards.scores,
+        "model": model.model.model_id if model else None,
+        "truncated": model.truncated if model else 0,
+    }
+    extra = with_objectives(model) if model else {}
+    return json_response(composed | extra | {"components": rewards.components, "failures": rewards.failures})
 
 
 @router.post("/compare", response_model=CompareResponse, responses=ERRORS)

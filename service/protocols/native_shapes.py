@@ -4,7 +4,7 @@ checks them and these models stay static for the OpenAPI schema."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
@@ -44,9 +44,19 @@ def _check_text(value: str | list[ChatMessage]) -> str | list[ChatMessage]:
     return value
 
 
+Reference = Annotated[
+    StrictStr | list[StrictStr | dict[str, Any]] | dict[str, Any] | None,
+    Field(
+        description="What verifiers of the reward recipe check the completion against: the answer (math), or tests "
+        '(code: {"tests": [{"input", "output"} | "assert ..."]}). Ignored without a recipe.'
+    ),
+]
+
+
 class ScoreItem(_Strict):
     prompt: TextField
     completion: TextField
+    reference: Reference = None
 
     _check = field_validator("prompt", "completion")(_check_text)
 
@@ -73,7 +83,8 @@ class ScoreRequest(_Strict):
         completions = [to_text(it.completion) for it in self.items]
         texts = [(f"items.{i}.prompt", p) for i, p in enumerate(prompts)]
         texts += [(f"items.{i}.completion", c) for i, c in enumerate(completions)]
-        return ScoringJob(prompts, completions, [f"items.{i}" for i in range(len(prompts))], texts)
+        labels: list[object] = [it.reference for it in self.items]
+        return ScoringJob(prompts, completions, [f"items.{i}" for i in range(len(prompts))], texts, labels)
 
 
 OBJECTIVES = Field(
@@ -82,10 +93,21 @@ OBJECTIVES = Field(
 
 
 class ScoreResponse(BaseModel):
-    scores: list[float]
-    model: str
+    scores: list[float | None] = Field(
+        description="The reward of each pair: the model's, or with a reward recipe the weighted sum of its "
+        "components (null where a component failed with `on_failure: null`)."
+    )
+    model: str | None = Field(description="The bundle that scored (null: a verifier-only recipe).")
     truncated: int = Field(description="How many pairs were cut to the model's max length (prompt's left first).")
     objectives: dict[str, list[float]] | None = OBJECTIVES
+    components: dict[str, list[float | None]] | None = Field(
+        None, description="With a reward recipe: each component's value per pair, by name."
+    )
+    failures: dict[str, list[str | None]] | None = Field(
+        None,
+        description="With a reward recipe: per component, null or why it failed on the pair (timeout, no_answer, "
+        "sandbox, error: ...).",
+    )
 
 
 class CompareRequest(_Strict):
@@ -126,12 +148,16 @@ class ReloadRequest(_Strict):
         description="Bundle to load, inside the model root (RM_MODEL_ROOT; a relative path is taken from there); "
         "default: the configured RM_MODEL_DIR.",
     )
+    reward_recipe: Utf8Str | None = Field(
+        None, description="A reward recipe to swap in, inside the model root (given alone: only the recipe changes)."
+    )
 
 
 class ReloadResponse(BaseModel):
-    model_id: str
+    model_id: str | None
     previous_model_id: str | None
-    bundle: str
+    bundle: str | None = Field(description="The bundle loaded (null: only the recipe was swapped).")
+    reward_recipe: str | None = Field(None, description="The recipe loaded, if one was.")
 
 
 class ErrorResponse(BaseModel):

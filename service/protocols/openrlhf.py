@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
-from ..core.pipeline import ScoringJob
+from ..core.pipeline import ScoreResult, ScoringJob
 from ..web.bodies import BoundedJSONRoute
 from ..web.deps import AcceptingPipeline
 from .common import json_response, no_lone_surrogates, until_disconnect
@@ -24,7 +24,7 @@ router = APIRouter(route_class=BoundedJSONRoute)
 class RewardRequest(BaseModel):
     """OpenRLHF's request: the policy's decoded prompt + response per sample, and its prompt."""
 
-    model_config = ConfigDict(extra="ignore")  # OpenRLHF also sends fields such as `labels`
+    model_config = ConfigDict(extra="ignore")  # OpenRLHF may send more fields
 
     query: list[StrictStr] = Field(
         description="The policy's prompt + response, decoded with its special tokens (an empty list gets empty lists "
@@ -35,6 +35,11 @@ class RewardRequest(BaseModel):
         description="Each query's prompt. The response starts where the prompt ends in the query (or where the "
         "longest suffix of a left-truncated prompt does); a query without one (the list is shorter) is split at its "
         "chat markup or last assistant turn, else scored whole.",
+    )
+    labels: list[Any] | None = Field(
+        None,
+        description="Each sample's label (OpenRLHF's `--label_key` column): the reference the reward recipe's "
+        "verifiers check against (a math answer, code tests). Ignored without a recipe.",
     )
     normalize: StrictBool | None = Field(None, description="As in /score (default: RM_NORMALIZE).")
 
@@ -52,7 +57,9 @@ class RewardRequest(BaseModel):
 def job_of(body: RewardRequest, pairs: list[RewardPair]) -> ScoringJob:
     names = [f"query.{i}" for i in range(len(pairs))]
     texts: list[tuple[str, Any]] = [(f"query.{i}", q) for i, q in enumerate(body.query)]
-    return ScoringJob([p.prompt for p in pairs], [p.completion for p in pairs], names, texts, repair=repairs)
+    given = body.labels or []
+    labels: list[object] = [given[i] if i < len(given) else None for i in range(len(pairs))]
+    return ScoringJob([p.prompt for p in pairs], [p.completion for p in pairs], names, texts, labels, repairs)
 
 
 class RewardResponse(BaseModel):
@@ -69,11 +76,27 @@ async def get_reward(body: RewardRequest, request: Request, pipeline: AcceptingP
     """OpenRLHF's remote reward protocol, so its trainers work unchanged with --reward.remote_url. A conversation the
     reward model's chat template refuses is rewritten until it formats (a legitimate rollout never gets a 4xx)."""
     pairs = body.reward_pairs()
-    result = await until_disconnect(request, pipeline.score(job_of(body, pairs)))
-    for pair, repair in zip(pairs, result.repairs, strict=True):
-        pipeline.metrics.openrlhf_splits.labels(pair.how, pair.markup, repair).inc()
-    rewards = result.values(body.normalize)
-    # Per-objective rewards go into extra_logs, so OpenRLHF logs each head beside the combined reward.
-    extra = {"raw_reward": result.raw.tolist(), "truncated": result.truncated_mask.astype(float).tolist()}
-    extra |= result.objectives()
-    return json_response({"rewards": rewards, "scores": rewards, "extra_logs": extra})
+    job = job_of(body, pairs)
+    rewarder = request.app.state.recipes.live
+    if rewarder is None:
+        result: ScoreResult | None = await until_disconnect(request, pipeline.score(job))
+        assert result is not None
+        rewards: list[float | None] = list(result.values(body.normalize))
+        components: dict[str, list[float | None]] = {}
+    else:
+        composed = await until_disconnect(
+            request, rewarder.reward(job, lambda: pipeline.score(job), body.normalize, None)
+        )
+        result, rewards, components = composed.model, composed.scores, composed.components
+    extra: dict[str, list[float]] = {}
+    if result is not None:
+        for pair, repair in zip(pairs, result.repairs, strict=True):
+            pipeline.metrics.openrlhf_splits.labels(pair.how, pair.markup, repair).inc()
+        # Per-objective rewards go into extra_logs, so OpenRLHF logs each head beside the combined reward.
+        extra = {"raw_reward": result.raw.tolist(), "truncated": result.truncated_mask.astype(float).tolist()}
+        extra |= result.objectives()
+    # OpenRLHF needs a number per sample: a reward a failed component left null is 0 here, and each component is
+    # logged by name (a failed one with its on_failure value, 0 when that is null).
+    extra |= {name: [0.0 if v is None else v for v in values] for name, values in components.items()}
+    numbers = [0.0 if r is None else r for r in rewards]
+    return json_response({"rewards": numbers, "scores": numbers, "extra_logs": extra})

@@ -13,8 +13,9 @@ from models.objectives import weight_vector
 
 from ..core.errors import NotReady, ReloadRefused
 from ..core.lifecycle import Phase
+from ..core.settings import Settings
 from ..web.bodies import BoundedJSONRoute
-from ..web.deps import LifecycleDep, MetricsDep, ModelsDep, SettingsDep
+from ..web.deps import LifecycleDep, MetricsDep, ModelsDep, RecipesDep, SettingsDep
 from ..web.middleware import bearer_matches
 from .native import ERRORS
 from .native_shapes import ErrorResponse, ReloadRequest, ReloadResponse
@@ -28,26 +29,51 @@ router = APIRouter(route_class=BoundedJSONRoute)
     responses=ERRORS | {403: {"model": ErrorResponse, "description": "Admin endpoints disabled (no RM_ADMIN_API_KEY)"}},
 )
 async def reload(
-    models: ModelsDep, lifecycle: LifecycleDep, settings: SettingsDep, body: ReloadRequest | None = None
+    models: ModelsDep,
+    recipes: RecipesDep,
+    lifecycle: LifecycleDep,
+    settings: SettingsDep,
+    body: ReloadRequest | None = None,
 ) -> dict[str, Any]:
     """Load a bundle beside the live one, warm it up, then swap it in; a broken bundle is refused and the old
     model keeps serving. Requests in flight finish on the model they started with. Only bundles inside the model
-    root (RM_MODEL_ROOT) load; a relative `model_dir` is taken from there."""
+    root (RM_MODEL_ROOT) load; a relative `model_dir` is taken from there. `reward_recipe` swaps the reward recipe
+    (alone: the model stays); an empty body reloads the configured bundle and recipe."""
     lifecycle.check_accepting()
     previous = models.live.model_id if models.live else None
-    target = reload_target((body.model_dir if body else None) or str(settings.model_dir), settings.reload_root)
+    model_dir = body.model_dir if body else None
+    recipe = body.reward_recipe if body else None
+    if model_dir is None and recipe is None:
+        model_dir = str(settings.model_dir) if settings.model_dir else None
+        recipe = str(settings.reward_recipe) if settings.reward_recipe else None
+    answer: dict[str, Any] = {"model_id": previous, "previous_model_id": previous, "bundle": None}
+    if model_dir is not None:
+        target = _inside(model_dir, settings, previous, "model_dir")
+        try:
+            new = await models.load(str(target))
+        except Exception as e:  # BundleError, or an ONNX graph the runtime cannot load
+            raise ReloadRefused(f"reload refused, still serving {previous}: {e}") from e
+        answer |= {"model_id": new.model_id, "bundle": str(new.bundle.path)}
+    if recipe is not None:
+        try:
+            loaded = await recipes.load(str(_inside(recipe, settings, previous, "reward_recipe")))
+        except ReloadRefused:
+            raise
+        except Exception as e:  # RecipeError, a sandbox that cannot run: the old recipe keeps serving
+            raise ReloadRefused(f"reload refused, the recipe stays as it was: {e}", field="reward_recipe") from e
+        answer["reward_recipe"] = loaded.recipe.source
+    return answer
+
+
+def _inside(path: str, settings: Settings, previous: str | None, field: str) -> Path:
+    target = reload_target(path, settings.reload_root)
     if target is None:
         # Said the same way whether or not the path exists: the answer reveals nothing outside the root.
         raise ReloadRefused(
-            f"reload refused, still serving {previous}: model_dir must name a folder inside the model root "
-            "(RM_MODEL_ROOT)",
-            field="model_dir",
+            f"reload refused, still serving {previous}: {field} must name a path inside the model root (RM_MODEL_ROOT)",
+            field=field,
         )
-    try:
-        new = await models.load(str(target))
-    except Exception as e:  # BundleError, or an ONNX graph the runtime cannot load
-        raise ReloadRefused(f"reload refused, still serving {previous}: {e}") from e
-    return {"model_id": new.model_id, "previous_model_id": previous, "bundle": str(new.bundle.path)}
+    return target
 
 
 def reload_target(model_dir: str, root: Path) -> Path | None:
@@ -66,21 +92,24 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"model": ErrorResponse}})
-async def readyz(lifecycle: LifecycleDep, models: ModelsDep) -> dict[str, str]:
-    """Bundle loaded and warmed up, and not draining."""
+async def readyz(lifecycle: LifecycleDep, models: ModelsDep) -> dict[str, str | None]:
+    """Bundle (and reward recipe) loaded and warmed up, and not draining."""
     if lifecycle.draining:
         raise NotReady("draining")
-    if lifecycle.phase is Phase.STARTING or models.live is None:
+    if lifecycle.phase is Phase.STARTING:
         raise NotReady("loading or warming up")
-    return {"status": "ready", "model": models.live.model_id}
+    return {"status": "ready", "model": models.live.model_id if models.live else None}
 
 
 @router.get("/info", responses={503: {"model": ErrorResponse}})
-async def info(request: Request, models: ModelsDep, settings: SettingsDep) -> dict[str, Any]:
+async def info(request: Request, models: ModelsDep, recipes: RecipesDep, settings: SettingsDep) -> dict[str, Any]:
     """What is being served and how. The bundle's folder on disk is shown only with the admin key."""
+    recipe = recipes.live.describe() if recipes.live else None
     model = models.live
     if model is None:
-        raise NotReady("no model loaded yet")
+        if recipe is None:
+            raise NotReady("no model loaded yet")
+        return {"model_id": None, "reward_recipe": recipe, "version": request.app.version}  # verifier-only
     meta = model.bundle.meta
     overall = meta.eval_metrics.get(model.precision, {}).get("overall", {})
     admin = settings.admin_api_key is not None and bearer_matches(request.scope, settings.admin_api_key)
@@ -120,6 +149,7 @@ async def info(request: Request, models: ModelsDep, settings: SettingsDep) -> di
         "normalize_default": model.normalize_default,
         "eval_accuracy": overall.get("accuracy") if isinstance(overall.get("accuracy"), float) else None,
         "auth": settings.api_key is not None,
+        "reward_recipe": recipe,
         "version": request.app.version,
     }
 

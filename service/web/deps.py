@@ -1,5 +1,5 @@
-"""Typed FastAPI dependencies: the app's settings, lifecycle, metrics, model slot and pipeline (keys are checked before
-the body is read, in web.middleware.Auth).
+"""Typed FastAPI dependencies: the app's settings, lifecycle, metrics, model slot, recipe slot and pipeline (keys are
+checked before the body is read, in web.middleware.Auth).
 
 All async: FastAPI runs a plain `def` dependency in its thread pool, a hand-off every request would pay.
 """
@@ -14,6 +14,7 @@ from ..core.lifecycle import Lifecycle
 from ..core.metrics import Metrics
 from ..core.models import ModelSlot
 from ..core.pipeline import Pipeline
+from ..core.rewards import RecipeSlot
 from ..core.settings import Settings
 
 
@@ -37,6 +38,11 @@ async def get_models(request: Request) -> ModelSlot:
     return models
 
 
+async def get_recipes(request: Request) -> RecipeSlot:
+    recipes: RecipeSlot = request.app.state.recipes
+    return recipes
+
+
 async def accepting_pipeline(request: Request) -> Pipeline:
     """The pipeline, if the server takes new scoring work now (else 503)."""
     lifecycle: Lifecycle = request.app.state.lifecycle
@@ -49,4 +55,5 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ModelsDep = Annotated[ModelSlot, Depends(get_models)]
+RecipesDep = Annotated[RecipeSlot, Depends(get_recipes)]
 AcceptingPipeline = Annotated[Pipeline, Depends(accepting_pipeline)]

@@ -1,248 +1,38 @@
-"""RewardClient / AsyncRewardClient (httpx only) and RewardFunction / AsyncRewardFunction, TRL reward functions
-(GRPOTrainer, RLOOTrainer, OnlineDPOTrainer) backed by the service.
+"""Reward functions for trainers backed by the service: RewardFunction / AsyncRewardFunction for TRL (GRPOTrainer,
+RLOOTrainer, OnlineDPOTrainer) and VerlScore for verl; the HTTP clients they use are re-exported from
+service.http_client (RewardClient, AsyncRewardClient).
 
 Big lists are sent in chunks; 429, 502-504 and connection errors are retried with exponential backoff (honouring
-Retry-After); any other error is raised as RewardServiceError with the server's JSON message. Texts may be strings
-or chat messages in the shapes trainers send (content blocks, tool calls: models.messages.plain_message).
+Retry-After); any other error is raised as RewardServiceError with the server's JSON message.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import random
-import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
-import httpx
+from .http_client import (
+    REFERENCE_COLUMNS,
+    AsyncRewardClient,
+    OnError,
+    RewardClient,
+    RewardServiceError,
+    as_text,
+    references_from,
+)
 
-from models.messages import Text, plain_message
-
-log = logging.getLogger("service.client")
-RETRY_STATUS = {429, 502, 503, 504}
-OnError = Literal["raise", "none"]
-
-
-class RewardServiceError(RuntimeError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-
-
-def _error(response: httpx.Response) -> RewardServiceError:
-    try:
-        message = str(response.json().get("error", response.text))
-    except ValueError:
-        message = response.text
-    return RewardServiceError(response.status_code, message)
-
-
-def _delay(attempt: int, response: httpx.Response | None, backoff: float) -> float:
-    retry_after = response.headers.get("retry-after") if response is not None else None
-    if retry_after:
-        try:
-            return min(float(retry_after), 30.0)
-        except ValueError:
-            pass
-    return min(backoff * 2**attempt, 10.0) * (0.5 + random.random())  # jitter spreads a thundering herd
-
-
-def as_text(value: Any, images: str = "refuse") -> Text:
-    """A string, or a conversation as plain {role, content} messages (TRL passes either)."""
-    if isinstance(value, str):
-        return value
-    return [plain_message(m, images) for m in value]
-
-
-class _ClientConfig:
-    """Connection settings, chunking and the retry decision shared by the sync and async clients."""
-
-    def __init__(
-        self,
-        url: str,
-        api_key: str | None = None,
-        timeout: float = 120.0,  # above the server's default RM_MAX_QUEUE_SECONDS (60): admitted means answered
-        retries: int = 5,
-        chunk_size: int = 256,
-        backoff: float = 0.1,
-        images: str = "refuse",
-    ) -> None:
-        self.url = url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.timeout = timeout
-        self.retries = retries
-        self.chunk_size = chunk_size
-        self.backoff = backoff
-        self.images = images
-
-    def _settle(self, attempt: int, response: httpx.Response | None, error: Exception | None) -> dict[str, Any] | None:
-        """A 200's body; None to retry (429/5xx/unreachable); raises when the error is final or retries are spent."""
-        last = attempt == self.retries
-        if response is None:
-            if last:
-                raise RewardServiceError(0, f"cannot reach {self.url}: {error}") from error
-            return None
-        if response.status_code == 200:
-            result: dict[str, Any] = response.json()
-            return result
-        if response.status_code not in RETRY_STATUS or last:
-            raise _error(response)
-        return None
-
-    def _chunks(
-        self, prompts: Sequence[Any], completions: Sequence[Any], normalize: bool | None
-    ) -> list[dict[str, Any]]:
-        if len(prompts) != len(completions):
-            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        items = [
-            {"prompt": as_text(p, self.images), "completion": as_text(c, self.images)}
-            for p, c in zip(prompts, completions, strict=True)
-        ]
-        extra = {} if normalize is None else {"normalize": normalize}
-        return [{"items": items[i : i + self.chunk_size]} | extra for i in range(0, len(items), self.chunk_size)]
-
-
-def _pick(answer: dict[str, Any], objective: str | None) -> list[float]:
-    """The scores of a /score answer: the reward, or one objective's of a multi-objective model."""
-    if objective is None:
-        return list(answer["scores"])
-    objectives = answer.get("objectives") or {}
-    if objective not in objectives:
-        raise ValueError(f"the model has no objective {objective!r} (it has: {', '.join(objectives) or 'one reward'})")
-    return list(objectives[objective])
-
-
-def _failed(error: RewardServiceError, size: int, on_error: OnError) -> list[float | None]:
-    if on_error == "raise":
-        raise error
-    log.warning("no rewards for %d samples (returned as None): %s", size, error)
-    return [None] * size
-
-
-class RewardClient(_ClientConfig):
-    """Blocking client. `with RewardClient(url) as rm: rm.score(prompts, completions)`."""
-
-    def __init__(self, url: str, **kwargs: Any) -> None:
-        super().__init__(url, **kwargs)
-        self._http = httpx.Client(timeout=self.timeout, headers=self.headers)
-
-    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        for attempt in range(self.retries + 1):
-            response, error = None, None
-            try:
-                response = self._http.post(self.url + path, json=payload)
-            except httpx.TransportError as e:
-                error = e
-            result = self._settle(attempt, response, error)
-            if result is not None:
-                return result
-            time.sleep(_delay(attempt, response, self.backoff))
-        raise AssertionError("unreachable")
-
-    def score(self, prompts: Sequence[Any], completions: Sequence[Any], normalize: bool | None = None) -> list[float]:
-        scores: list[float] = []
-        for chunk in self._chunks(prompts, completions, normalize):
-            scores += self._post("/score", chunk)["scores"]
-        return scores
-
-    def score_or_none(
-        self,
-        prompts: Sequence[Any],
-        completions: Sequence[Any],
-        normalize: bool | None,
-        on_error: OnError,
-        objective: str | None = None,
-    ) -> list[float | None]:
-        """Per chunk: its scores, or (on_error="none") None for each of its samples once retries are spent."""
-        out: list[float | None] = []
-        for chunk in self._chunks(prompts, completions, normalize):
-            try:
-                out += _pick(self._post("/score", chunk), objective)
-            except RewardServiceError as e:
-                out += _failed(e, len(chunk["items"]), on_error)
-        return out
-
-    def compare(self, prompt: Any, completions: Sequence[Any]) -> dict[str, Any]:
-        body = {"prompt": as_text(prompt, self.images), "completions": [as_text(c, self.images) for c in completions]}
-        return self._post("/compare", body)
-
-    def info(self) -> dict[str, Any]:
-        response = self._http.get(self.url + "/info")
-        if response.status_code != 200:
-            raise _error(response)
-        result: dict[str, Any] = response.json()
-        return result
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> RewardClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class AsyncRewardClient(_ClientConfig):
-    """asyncio client; chunks of one call are sent concurrently (the server batches them together)."""
-
-    def __init__(self, url: str, **kwargs: Any) -> None:
-        super().__init__(url, **kwargs)
-        self._http = httpx.AsyncClient(timeout=self.timeout, headers=self.headers)
-
-    async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        for attempt in range(self.retries + 1):
-            response, error = None, None
-            try:
-                response = await self._http.post(self.url + path, json=payload)
-            except httpx.TransportError as e:
-                error = e
-            result = self._settle(attempt, response, error)
-            if result is not None:
-                return result
-            await asyncio.sleep(_delay(attempt, response, self.backoff))
-        raise AssertionError("unreachable")
-
-    async def score(
-        self, prompts: Sequence[Any], completions: Sequence[Any], normalize: bool | None = None
-    ) -> list[float]:
-        chunks = self._chunks(prompts, completions, normalize)
-        results = await asyncio.gather(*(self._post("/score", c) for c in chunks))
-        return [s for r in results for s in r["scores"]]
-
-    async def score_or_none(
-        self,
-        prompts: Sequence[Any],
-        completions: Sequence[Any],
-        normalize: bool | None,
-        on_error: OnError,
-        objective: str | None = None,
-    ) -> list[float | None]:
-        chunks = self._chunks(prompts, completions, normalize)
-        results = await asyncio.gather(*(self._post("/score", c) for c in chunks), return_exceptions=True)
-        out: list[float | None] = []
-        for chunk, result in zip(chunks, results, strict=True):
-            if isinstance(result, RewardServiceError):
-                out += _failed(result, len(chunk["items"]), on_error)
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                out += _pick(result, objective)
-        return out
-
-    async def compare(self, prompt: Any, completions: Sequence[Any]) -> dict[str, Any]:
-        body = {"prompt": as_text(prompt, self.images), "completions": [as_text(c, self.images) for c in completions]}
-        return await self._post("/compare", body)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> AsyncRewardClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+__all__ = [
+    "REFERENCE_COLUMNS",
+    "AsyncRewardClient",
+    "AsyncRewardFunction",
+    "RewardClient",
+    "RewardFunction",
+    "RewardServiceError",
+    "VerlScore",
+    "as_text",
+    "reward_fn",
+]
 
 
 class RewardFunction:
@@ -255,6 +45,10 @@ class RewardFunction:
     TRL turns into NaN and leaves out of the advantage. Picklable (TRL's async GRPO runs reward functions in a
     child process): the HTTP client is made on first use, in the process and event loop that uses it.
     `objective="helpful"` rewards with one head of a multi-objective model (raw, whatever `normalize` says).
+    With a reward recipe on the server, each sample's reference is the dataset column `reference_column` ("auto":
+    the first of solution, answer, ground_truth, reference, tests, test_cases) and `component="math"` rewards with
+    one component; `RewardFunction.per_component(url, ["model", "math"])` gives one function per component, logged
+    by TRL under its own name and asking the service once per batch for all of them.
     """
 
     def __init__(
@@ -265,22 +59,49 @@ class RewardFunction:
         on_error: OnError = "raise",
         images: str = "refuse",
         objective: str | None = None,
+        component: str | None = None,
+        reference_column: str | None = "auto",
         **client_kwargs: Any,
     ) -> None:
         if on_error not in ("raise", "none"):
             raise ValueError(f"on_error must be 'raise' or 'none', not {on_error!r}")
         self.url, self.__name__, self.normalize, self.on_error = url, name, normalize, on_error
         self.objective = objective  # a multi-objective model's head to reward with (None: the combined reward)
+        self.component = component  # a reward recipe's component to reward with (None: the combined reward)
+        self.reference_column = reference_column
         self.client_kwargs = client_kwargs | {"images": images}
         self._client: Any = None
+        self._shared: list[Any] | None = None  # [client] shared by functions made by per_component
+
+    @classmethod
+    def per_component(cls, url: str, components: Sequence[str], **kwargs: Any) -> list[RewardFunction]:
+        """One reward function per recipe component, named after it, sharing one client (and its last answer)."""
+        shared: list[Any] = [None]
+        functions = [cls(url, name=c, component=c, **kwargs) for c in components]
+        for function in functions:
+            function._shared = shared
+        return functions
+
+    def _made(self, make: Any) -> Any:
+        if self._shared is not None:
+            if self._shared[0] is None:
+                self._shared[0] = make()
+            return self._shared[0]
+        if self._client is None:
+            self._client = make()
+        return self._client
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        if self._client is None:
-            self._client = RewardClient(self.url, **self.client_kwargs)
-        return list(self._client.score_or_none(prompts, completions, self.normalize, self.on_error, self.objective))
+        client = self._made(lambda: RewardClient(self.url, **self.client_kwargs))
+        references = references_from(kwargs, self.reference_column, len(completions))
+        return list(
+            client.score_or_none(
+                prompts, completions, self.normalize, self.on_error, self.objective, self.component, references
+            )
+        )
 
     def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__ | {"_client": None}
+        return self.__dict__ | {"_client": None, "_shared": [None] if self._shared is not None else None}
 
 
 class AsyncRewardFunction(RewardFunction):
@@ -295,14 +116,45 @@ class AsyncRewardFunction(RewardFunction):
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             self._client, self._loop = AsyncRewardClient(self.url, **self.client_kwargs), loop
+        references = references_from(kwargs, self.reference_column, len(completions))
         return list(
-            await self._client.score_or_none(prompts, completions, self.normalize, self.on_error, self.objective)
+            await self._client.score_or_none(
+                prompts, completions, self.normalize, self.on_error, self.objective, self.component, references
+            )
         )
 
     def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__ | {"_client": None, "_loop": None}
+        return self.__dict__ | {"_client": None, "_loop": None, "_shared": None}
 
 
 def reward_fn(url: str, **kwargs: Any) -> RewardFunction:
     """`RewardFunction(url, **kwargs)`: the reward function for TRL trainers."""
     return RewardFunction(url, **kwargs)
+
+
+class VerlScore:
+    """verl's `compute_score(data_source, solution_str, ground_truth, extra_info)` backed by the service: the reward
+    recipe's combined reward and each component (`{"score": ..., "math": ..., ...}`, which verl logs), the response
+    checked against `ground_truth`. Point verl's `custom_reward_function` at a module that defines
+    `compute_score = VerlScore("http://HOST:8000")`. The prompt is `extra_info["question"]` when verl has it."""
+
+    def __init__(self, url: str, **client_kwargs: Any) -> None:
+        self.url, self.client_kwargs = url, client_kwargs
+        self._client: RewardClient | None = None
+
+    def __call__(
+        self, data_source: str, solution_str: str, ground_truth: Any, extra_info: dict[str, Any] | None = None
+    ) -> dict[str, float]:
+        if self._client is None:
+            self._client = RewardClient(self.url, **self.client_kwargs)
+        prompt = str((extra_info or {}).get("question", ""))
+        [chunk] = self._client._chunks([prompt], [solution_str], None, [ground_truth])
+        answer = self._client._post("/score", chunk)
+        score = answer["scores"][0]
+        result = {"score": 0.0 if score is None else float(score)}
+        for name, values in (answer.get("components") or {}).items():
+            result[name] = 0.0 if values[0] is None else float(values[0])
+        return result
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_client": None}

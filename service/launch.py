@@ -59,11 +59,17 @@ class Server:
 
 
 class ServiceServer(Server):
-    """`python -m service --model-dir BUNDLE --port P ARGS…` on a free port, started (not yet waited on)."""
+    """`python -m service --model-dir BUNDLE --port P ARGS…` on a free port, started (not yet waited on); no
+    `--model-dir` when `bundle` is None (a verifier-only recipe)."""
 
     def __init__(
-        self, bundle: str | os.PathLike[str], *args: str, env: dict[str, str] | None = None, capture: bool = True
+        self,
+        bundle: str | os.PathLike[str] | None,
+        *args: str,
+        env: dict[str, str] | None = None,
+        capture: bool = True,
     ) -> None:
         port = free_port()
-        cmd = [sys.executable, "-m", "service", "--model-dir", os.fspath(Path(bundle)), "--port", str(port), *args]
+        model = ["--model-dir", os.fspath(Path(bundle))] if bundle is not None else []
+        cmd = [sys.executable, "-m", "service", *model, "--port", str(port), *args]
         super().__init__(cmd, port, env, capture)

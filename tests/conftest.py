@@ -65,7 +65,7 @@ def serve() -> Iterator[Callable[..., Any]]:
 
     started: list[Any] = []
 
-    def start(bundle: Path, *args: str, **env: str) -> Any:
+    def start(bundle: Path | None, *args: str, **env: str) -> Any:
         server = LiveServer(bundle, *args, env={**os.environ, **env})
         started.append(server)
         return server.wait_ready()

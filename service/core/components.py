@@ -168,7 +168,10 @@ class FormatSpecModel(ComponentSpec):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, pattern: str) -> str:
-        re.compile(pattern)
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"not a regular expression: {e}") from None
         return pattern
 
 
@@ -281,5 +284,5 @@ class RepetitionComponent(Component):
         for sample in batch.samples:
             words = sample.text.split()
             grams = [tuple(words[i : i + spec.n]) for i in range(len(words) - spec.n + 1)]
-            out.append(Outcome(-(1 - len(set(grams)) / len(grams)) if grams else 0.0))
+            out.append(Outcome(len(set(grams)) / len(grams) - 1.0 if grams else 0.0))
         return out

@@ -74,7 +74,9 @@ def load_recipe(path: str | Path, specs: Mapping[str, type[ComponentSpec]]) -> R
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a mapping with a `components` list")
     try:
-        recipe = Recipe.model_validate(data)
+        recipe = Recipe.model_validate(
+            data | {"components": [ComponentSpec(kind="_") for _ in data.get("components") or []]}
+        )
         components = []
         for i, raw in enumerate(data.get("components", [])):
             spec = specs.get(str(raw.get("kind")) if isinstance(raw, dict) else "")

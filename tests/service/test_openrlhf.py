@@ -130,6 +130,35 @@ def test_openrlhf_rollouts_get_their_rewards(agent: Any, policy_tokenizer: Any, 
         server.stop()
 
 
+def test_openrlhf_labels_reach_the_verifiers_and_each_component_is_logged(
+    agent: Any, policy_tokenizer: Any, tiny_bundle: Path, tmp_path: Path, serve: Any
+) -> None:
+    """`--label_key answer`: OpenRLHF sends each sample's label; a math recipe checks the response against it and
+    every component comes back in extra_logs, which OpenRLHF logs."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("components:\n  - kind: model\n  - kind: math\n    weight: 2\n")
+    server = serve(tiny_bundle, "--precision", "fp32", "--reward-recipe", str(recipe))
+    questions = {"What is 2+2?": ("The sum is \\boxed{4}", "4"), "What is 3*3?": ("I think \\boxed{6}", "9")}
+    executor = agent.SingleTurnAgentExecutor([server.url + "/get_reward"])
+    engine = FakeEngine(policy_tokenizer, {q: a for q, (a, _) in questions.items()})
+    params = types.SimpleNamespace(max_tokens=16, logprobs=None)
+
+    async def main() -> list[Any]:
+        runs = [
+            executor.execute(chat_prompt(policy_tokenizer, q), label, params, 512, policy_tokenizer, engine)
+            for q, (_, label) in questions.items()
+        ]
+        return list(await asyncio.gather(*runs))
+
+    right, wrong = asyncio.run(main())
+    print("OpenRLHF rollout with a recipe:", {k: right[k] for k in ("reward", "extra_logs")})
+    assert right["extra_logs"]["math"] == [1.0] and wrong["extra_logs"]["math"] == [0.0]
+    for out in (right, wrong):
+        logs = out["extra_logs"]
+        assert {"model", "math", "raw_reward", "truncated"} <= set(logs)
+        assert out["reward"][0] == pytest.approx(logs["model"][0] + 2 * logs["math"][0], abs=1e-6)
+
+
 def test_two_replicas_share_a_rollout(agent: Any, policy_tokenizer: Any, tiny_bundle: Path) -> None:
     """`--reward.remote_url a,b`: OpenRLHF rotates the servers per request."""
     servers = [LiveServer(tiny_bundle, "--precision", "fp32") for _ in range(2)]

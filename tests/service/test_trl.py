@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from builders import TOPICS, make_tiny_lm
 from servers import LiveServer
@@ -110,3 +111,56 @@ def test_online_dpo_ranks_its_pairs_by_the_services_rewards(
     means = [sum(r for r in rewards if r is not None) / len(rewards) for _, _, rewards in reward.calls]
     print(f"OnlineDPO logged objective/scores {logged}; the service's rewards averaged {means}")
     assert logged == pytest.approx(means, abs=1e-5)
+
+
+def test_grpo_on_math_logs_each_recipe_component(policy: Path, tiny_bundle: Path, tmp_path: Path, serve: Any) -> None:
+    """GRPO on a small math set: the dataset's `solution` column reaches the recipe's math verifier, and TRL logs the
+    model, math and format components each under its own name (one request per batch for all three)."""
+    from datasets import Dataset
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "components:\n  - kind: model\n  - kind: math\n  - kind: format\n    pattern: '.*\\\\boxed\\{.*\\}.*'\n"
+    )
+    server = serve(tiny_bundle, "--precision", "fp32", "--reward-recipe", str(recipe))
+    data = Dataset.from_dict(
+        {
+            "prompt": [f"What is {i} + {i}? Put the answer in \\boxed{{}}." for i in range(4)],
+            "solution": ["0", "2", "4", "6"],
+        }
+    )
+    args = trl.GRPOConfig(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=8,
+        max_steps=2,
+        logging_steps=1,
+        report_to="none",
+        learning_rate=1e-3,
+        seed=0,
+        save_strategy="no",
+    )
+    funcs = RewardFunction.per_component(server.url, ["model", "math", "format"])
+    trainer = trl.GRPOTrainer(model=str(policy), reward_funcs=funcs, args=args, train_dataset=data)
+    trainer.train()
+    logged = trainer._logs["rewards"]
+    assert set(logged) == {"model", "math", "format"}
+    prompts, completions = trainer._logs["prompt"], trainer._logs["completion"]
+    solutions = {p: s for p, s in zip(data["prompt"], data["solution"], strict=True)}
+    with RewardClient(server.url) as rm:
+        [chunk] = rm._chunks(prompts, completions, None, [solutions[p] for p in prompts])
+        direct = rm._post("/score", chunk)["components"]
+    print("GRPO logged components:", {k: list(v)[:4] for k, v in logged.items()})
+    for name in ("model", "math", "format"):
+        assert list(logged[name]) == pytest.approx(direct[name], abs=1e-6), name
+    assert all(f"rewards/{name}/mean" in str(trainer.state.log_history) for name in ("model", "math", "format"))
+    requests = httpx.get(server.url + "/metrics").text
+    assert 'rm_requests_total{endpoint="/score",status="200"} 3.0' in requests  # 2 steps + our check, not 3 per step
+    # The column TRL passes reaches the verifier (the random policy above never writes a boxed answer).
+    right = funcs[1](prompts=["What is 2 + 2?"], completions=["It is \\boxed{4}"], solution=["4"])
+    wrong = funcs[1](prompts=["What is 2 + 2?"], completions=["It is \\boxed{5}"], solution=["4"])
+    assert right == [1.0] and wrong == [0.0]

@@ -75,7 +75,7 @@ def load_recipe(path: str | Path, specs: Mapping[str, type[ComponentSpec]]) -> R
         raise RecipeError(f"{path}: a recipe is a mapping with a `components` list")
     try:
         recipe = Recipe.model_validate(
-            data | {"components": [ComponentSpec(kind="_") for _ in data.get("components") or []]}
+            data | {"components": [ComponentSpec.model_construct(kind="_") for _ in data.get("components") or []]}
         )
         components = []
         for i, raw in enumerate(data.get("components", [])):

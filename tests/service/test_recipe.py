@@ -5,6 +5,7 @@ verifier work admitted against the queue's time limit."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import time
@@ -151,10 +152,8 @@ def test_a_recipe_reload_swaps_the_recipe_and_a_bad_one_is_refused(
 ) -> None:
     first = write(tmp_path, "first.yaml", "components:\n  - kind: model\n")
     second = write(tmp_path, "second.yaml", "components:\n  - kind: model\n  - kind: repetition\n    weight: 2\n")
-    broken = write(tmp_path, "broken.yaml", "components:\n  - kind: nope\n")
+    write(tmp_path, "broken.yaml", "components:\n  - kind: nope\n")
     bundle = tmp_path / "bundle"
-    import shutil
-
     shutil.copytree(tiny_bundle, bundle)
     server = serve(bundle, "--precision", "fp32", "--reward-recipe", str(first), "--admin-api-key", "adm")
     admin = {"Authorization": "Bearer adm"}

@@ -4,8 +4,9 @@ with `score`, decorated `@register("kind")` (and imported once, e.g. from servic
 
 The interface: `score(batch)` gets the request's samples (prompt, completion, reference), the deadline of the
 request's budget and, for the model component, the model's result; it returns one `Outcome` per sample — a value, or
-the failure that kept the sample from having one ("timeout", "no_answer", "sandbox", "error: ..."), which then takes
-the spec's `on_failure` value. A component must answer by the deadline.
+the failure that kept the sample from having one ("timeout": the sample's own limit; "over_budget": the request's
+deadline came first; "no_answer", "sandbox", "error: ..."), which then takes the spec's `on_failure` value. A component
+must answer by the deadline.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ class ModelComponent(Component):
 
 
 async def _pooled(component: Component, batch: Batch, task: Callable[[Sample], dict[str, Any] | None]) -> list[Outcome]:
-    """Each sample's task in the worker pool, answered by min(its own timeout, the request's deadline)."""
+    """Each sample's task in the worker pool: its own timeout once a worker has it, and the request's deadline."""
     pool = component.tools.pool
     assert pool is not None
     timeout = float(getattr(component.spec, "timeout", 2.0))
@@ -120,7 +121,7 @@ async def _pooled(component: Component, batch: Batch, task: Callable[[Sample], d
         work = task(sample)
         if work is None:
             return Outcome(None, "no_answer")
-        answer = await pool.run(work, min(time.monotonic() + timeout, batch.deadline))
+        answer = await pool.run(work, timeout, batch.deadline)
         if isinstance(answer, Outcome):
             return answer
         return Outcome(1.0 if answer.get("value") else 0.0) if answer.get("ok") else Outcome(None, answer["failure"])
@@ -223,8 +224,8 @@ class CodeComponent(Component):
                     code_verifier.verify(self.sandbox, sample.text, sample.reference, spec.extract),
                     max(batch.deadline - time.monotonic(), 0.0),
                 )
-            except TimeoutError:
-                return Outcome(None, "timeout")
+            except TimeoutError:  # the request's budget ran out (a case's own wall limit is answered as "timeout")
+                return Outcome(None, "over_budget")
             except code_verifier.NoCode:
                 return Outcome(None, "no_answer")
             except ValueError as e:  # tests the component cannot read

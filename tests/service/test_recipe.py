@@ -181,7 +181,8 @@ def test_verifier_work_is_admitted_against_the_time_limit(tmp_path: Path, serve:
             return await first, second
 
     first, second = asyncio.run(main())
-    assert first.status_code == 200 and set(first.json()["failures"]["math"]) == {"timeout"}
+    failures = set(first.json()["failures"]["math"])
+    assert first.status_code == 200 and "timeout" in failures and failures <= {"timeout", "over_budget"}
     assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1
     assert "verifiers" in second.json()["error"]
 

@@ -79,3 +79,26 @@ def test_no_sandbox_means_no_code_unless_accepted(monkeypatch: pytest.MonkeyPatc
     accepted = Sandbox.detect(True, 1, Limits())
     assert accepted.mode == "limits-only"
     assert os.environ["PATH"] == "/nonexistent"
+
+
+def test_a_program_that_ignores_its_input_or_floods_its_output_still_gets_an_answer(sandbox: Sandbox) -> None:
+    """A program that is gone before its stdin is written (under uvloop the closed pipe raised RuntimeError: a 500
+    under load) and one that prints without end (its output is capped, the service's memory is not its to take)."""
+
+    async def busy_loop() -> None:  # a loaded service: the loop is late, the programs exit before it comes back
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+            time.sleep(0.05)
+
+    async def main() -> None:
+        for stdin in ["", "x" * 100_000, ""]:
+            runs = await asyncio.gather(*(sandbox.run("print('done')", stdin=stdin) for _ in range(8)), busy_loop())
+            assert [(r.returncode, r.stdout) for r in runs[:8]] == [(0, "done\n")] * 8
+        flood = await sandbox.run("import sys\nwhile True:\n    sys.stdout.write('y' * 65536)")
+        assert flood.returncode is None and flood.stdout == ""  # killed at its wall deadline
+        loud = await sandbox.run("import sys\nsys.stdout.write('z' * (10 << 20))")
+        assert loud.returncode == 0 and loud.stdout == "z" * (64 * 1024)
+
+    import uvloop
+
+    uvloop.run(main())

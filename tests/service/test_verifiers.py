@@ -80,13 +80,13 @@ def test_a_hanging_answer_times_out_at_its_deadline_while_other_work_goes_on() -
             for hang in HANGS:
                 task = {"kind": "math", "completion": hang, "reference": "1", "extract": "boxed"}
                 started = time.monotonic()
-                slow = asyncio.ensure_future(pool.run(task, started + deadline))
+                slow = asyncio.ensure_future(pool.run(task, deadline, started + 60))
                 # Meanwhile the other worker answers ordinary work at once.
                 quick = []
                 for i in range(5):
                     t = time.monotonic()
                     answer = await pool.run(
-                        {"kind": "math", "completion": f"\\boxed{{{i}}}", "reference": str(i)}, t + deadline
+                        {"kind": "math", "completion": f"\\boxed{{{i}}}", "reference": str(i)}, deadline, t + 60
                     )
                     assert answer == {"ok": True, "value": True}
                     quick.append(time.monotonic() - t)
@@ -110,10 +110,41 @@ def test_a_dead_worker_is_replaced() -> None:
         try:
             [worker] = list(pool._workers)
             worker.kill()
-            died = await pool.run({"kind": "math", "completion": "\\boxed{1}", "reference": "1"}, time.monotonic() + 5)
+            one = {"kind": "math", "completion": "\\boxed{1}", "reference": "1"}
+            died = await pool.run(one, 5, time.monotonic() + 5)
             assert isinstance(died, Outcome) and died.failure is not None and "worker died" in died.failure
-            again = await pool.run({"kind": "math", "completion": "\\boxed{1}", "reference": "1"}, time.monotonic() + 5)
+            again = await pool.run(one, 5, time.monotonic() + 5)
             assert again == {"ok": True, "value": True}
+        finally:
+            await pool.close()
+
+    asyncio.run(main())
+
+
+def test_a_sample_waiting_behind_a_hang_keeps_its_own_answer() -> None:
+    """A sample's answer does not depend on its neighbours: its own time limit counts from when a worker takes it, so
+    waiting behind a hanging answer costs time, not the reward. Only the request's deadline ends the wait, and that
+    failure says so ("over_budget", which a client may retry) instead of blaming the answer."""
+
+    async def main() -> None:
+        pool = WorkerPool(1)
+        await pool.start()
+        try:
+            hang = {"kind": "math", "completion": HANGS[0], "reference": "1", "extract": "boxed"}
+            ordinary = {"kind": "math", "completion": "\\boxed{4}", "reference": "4"}
+            started = time.monotonic()
+            slow = asyncio.ensure_future(pool.run(hang, 1.0, started + 60))
+            await asyncio.sleep(0.05)
+            behind = await pool.run(ordinary, 1.0, started + 60)
+            waited = time.monotonic() - started
+            assert await slow == Outcome(None, "timeout")
+            assert behind == {"ok": True, "value": True} and 1.0 <= waited <= 3.0, waited
+            slow = asyncio.ensure_future(pool.run(hang, 1.0, time.monotonic() + 60))
+            await asyncio.sleep(0.05)
+            t = time.monotonic()
+            out_of_budget = await pool.run(ordinary, 1.0, t + 0.3)
+            assert out_of_budget == Outcome(None, "over_budget") and time.monotonic() - t <= 0.5
+            assert await slow == Outcome(None, "timeout")
         finally:
             await pool.close()
 

@@ -1,6 +1,8 @@
-"""WorkerPool: verifier work in processes that can be killed. Each task has a deadline; a worker that has not answered
-by then is killed (SIGKILL: no signal handler, thread or GIL can hold it) and replaced in the background, and the
-task's answer is "timeout". A worker that dies answers "error: worker died" and is replaced too.
+"""WorkerPool: verifier work in processes that can be killed. Each task has its own time limit, counted from when a
+worker takes it, and the request's deadline; a worker that has not answered by the first of them is killed (SIGKILL: no
+signal handler, thread or GIL can hold it) and replaced in the background. The answer is then "timeout" (the sample's
+own limit: the same answer every time) or "over_budget" (the request's deadline came first, waiting included: it
+depends on the load, so a client may retry). A worker that dies answers "error: worker died" and is replaced too.
 
 Threads cannot bound this work: measured here, math-verify on `\\boxed{9^{9^{9^{9}}}}` in a worker thread froze the
 whole Python process (a big-integer power holds the GIL), and math-verify's own SIGALRM timeouts only work on the main
@@ -28,7 +30,7 @@ class Outcome:
     """One sample's result from one component: a value, or the failure that kept it from having one."""
 
     value: float | None
-    failure: str | None = None  # None | "timeout" | "no_answer" | "sandbox" | "error: ..."
+    failure: str | None = None  # None | "timeout" | "over_budget" | "no_answer" | "sandbox" | "error: ..."
 
 
 class _Worker:
@@ -108,21 +110,22 @@ class WorkerPool:
         except Exception:  # keep the pool smaller rather than crash the service; logged for the operator
             log.exception("could not replace a verifier worker")
 
-    async def run(self, task: dict[str, Any], deadline: float) -> dict[str, Any] | Outcome:
-        """The worker's answer, or Outcome(None, "timeout") when `deadline` (time.monotonic()) passes first, waiting
-        for a free worker included."""
+    async def run(self, task: dict[str, Any], timeout: float, deadline: float) -> dict[str, Any] | Outcome:
+        """The worker's answer; Outcome(None, "timeout") when it runs `timeout` seconds once a worker has it, or
+        Outcome(None, "over_budget") when `deadline` (time.monotonic()) passes first, waiting for a worker included."""
         try:
             worker = await asyncio.wait_for(self._idle.get(), max(deadline - time.monotonic(), 0.0))
         except TimeoutError:
-            return Outcome(None, "timeout")
+            return Outcome(None, "over_budget")
+        own_limit = time.monotonic() + timeout
         try:
-            answer = await asyncio.wait_for(worker.ask(task), max(deadline - time.monotonic(), 0.0))
+            answer = await asyncio.wait_for(worker.ask(task), max(min(own_limit, deadline) - time.monotonic(), 0.0))
         except TimeoutError:
             log.info("verifier worker %d killed at its deadline (%s task)", worker.proc.pid, task.get("kind"))
             if self._on_kill:
                 self._on_kill()
             self._replace(worker)
-            return Outcome(None, "timeout")
+            return Outcome(None, "timeout" if own_limit <= deadline else "over_budget")
         except (EOFError, ConnectionError, ValueError) as e:
             self._replace(worker)
             return Outcome(None, f"error: the verifier worker died ({type(e).__name__})")

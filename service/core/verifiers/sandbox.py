@@ -149,21 +149,23 @@ class Sandbox:
     async def _run(self, argv: list[str], stdin: str, slot: int, work: Path) -> Run:
         proc = await asyncio.create_subprocess_exec(
             *argv,
-            stdin=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=str(work),
             start_new_session=True,  # its own process group, killed whole at the end
         )
+        assert proc.stdout is not None and proc.stderr is not None
         try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), self.limits.wall_seconds)
-            returncode: int | None = proc.returncode
+            _, out, err, returncode = await asyncio.wait_for(
+                asyncio.gather(_feed(proc, stdin), _keep(proc.stdout), _keep(proc.stderr), proc.wait()),
+                self.limits.wall_seconds,
+            )
         except TimeoutError:
             out, err, returncode = b"", b"", None
         finally:
             await self._sweep(proc, slot)
-        cap = 64 * 1024  # what comes back is bounded too
-        return Run(returncode, out[:cap].decode(errors="replace"), err[:cap].decode(errors="replace"))
+        return Run(returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
     async def _sweep(self, proc: asyncio.subprocess.Process, slot: int) -> None:
         """Kill the process group and, as root, every process of the slot's uid (a fork that escaped the group)."""
@@ -186,6 +188,30 @@ class Sandbox:
             await sweeper.wait()
         with contextlib.suppress(Exception):
             await proc.wait()
+
+
+OUTPUT_CAP = 64 * 1024  # what comes back is bounded: a program printing without end costs no memory
+
+
+async def _feed(proc: asyncio.subprocess.Process, data: str) -> None:
+    """Write the program's stdin; a program that exits or closes it first simply did not read it (uvloop says so with
+    RuntimeError, asyncio with BrokenPipeError)."""
+    if proc.stdin is None:
+        return
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+        proc.stdin.write(data.encode())
+        await proc.stdin.drain()
+    with contextlib.suppress(Exception):
+        proc.stdin.close()
+
+
+async def _keep(stream: asyncio.StreamReader) -> bytes:
+    """The first OUTPUT_CAP bytes of a stream, the rest read and dropped (the program never blocks on a full pipe)."""
+    kept = bytearray()
+    while chunk := await stream.read(65536):
+        if len(kept) < OUTPUT_CAP:
+            kept += chunk[: OUTPUT_CAP - len(kept)]
+    return bytes(kept)
 
 
 def _own_tasks() -> int:

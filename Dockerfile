@@ -6,6 +6,9 @@
 #   docker build -t rlhf-reward:gpu --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 \
 #                --build-arg EXTRA=gpu .
 #   docker run --gpus all -p 8000:8000 -v $PWD/bundles/default:/models/current:ro rlhf-reward:gpu
+# Reward recipes with `code` components need the sandbox's namespaces: on plain Docker add
+#   --security-opt seccomp=unconfined --security-opt apparmor=unconfined   (the defaults forbid user namespaces)
+# or the service refuses to start with the reason (README "Reward recipes"; k8s/overlays/verifiers for Kubernetes).
 # Training job image:
 #   docker build -t rlhf-reward:train --target train .
 #   docker run -v $PWD/data:/data -v $PWD/bundles:/bundles rlhf-reward:train --data /data/prefs.jsonl --out /bundles/new
@@ -32,6 +35,11 @@ ARG EXTRA=serve
 RUN sh deploy/install.sh /opt/venv "${EXTRA}"
 
 FROM base AS serve
+# bubblewrap: the sandbox for `code` reward components (policy programs); tini as PID 1 reaps what the sandboxes and
+# verifier workers leave behind (a killed sandbox's orphans would otherwise stay zombies) and forwards SIGTERM.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap tini util-linux \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/venv /opt/venv
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin rm
 ENV RM_HOST=0.0.0.0 RM_PORT=8000 RM_MODEL_DIR=/models/current
@@ -39,7 +47,7 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('RM_PORT', '8000'), timeout=2)"]
-ENTRYPOINT ["python", "-m", "service"]
+ENTRYPOINT ["tini", "--", "python", "-m", "service"]
 
 FROM source AS train-build
 RUN sh deploy/install.sh /opt/venv train

@@ -15,5 +15,7 @@ fi
 "$venv/bin/python" -m pip install --quiet --no-cache-dir "$src[$extra]"
 if [ "$extra" != "train" ]; then
     "$venv/bin/python" -c "import service.app, sys; assert 'torch' not in sys.modules, 'serving image pulled torch'"
+    # The verifiers' own dependencies (math-verify, a YAML reader) import where the service runs.
+    "$venv/bin/python" -c "import math_verify, yaml, service.core.verifiers.worker"
 fi
 echo "installed $src[$extra] into $venv"

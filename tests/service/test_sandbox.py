@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -90,15 +91,54 @@ def test_a_program_that_ignores_its_input_or_floods_its_output_still_gets_an_ans
             await asyncio.sleep(0.01)
             time.sleep(0.05)
 
+    box = Sandbox(sandbox.mode, 4, sandbox.limits)  # its slots' queue belongs to this test's event loop
+
     async def main() -> None:
         for stdin in ["", "x" * 100_000, ""]:
-            runs = await asyncio.gather(*(sandbox.run("print('done')", stdin=stdin) for _ in range(8)), busy_loop())
+            runs = await asyncio.gather(*(box.run("print('done')", stdin=stdin) for _ in range(8)), busy_loop())
             assert [(r.returncode, r.stdout) for r in runs[:8]] == [(0, "done\n")] * 8
-        flood = await sandbox.run("import sys\nwhile True:\n    sys.stdout.write('y' * 65536)")
+        flood = await box.run("import sys\nwhile True:\n    sys.stdout.write('y' * 65536)")
         assert flood.returncode is None and flood.stdout == ""  # killed at its wall deadline
-        loud = await sandbox.run("import sys\nsys.stdout.write('z' * (10 << 20))")
+        loud = await box.run("import sys\nsys.stdout.write('z' * (10 << 20))")
         assert loud.returncode == 0 and loud.stdout == "z" * (64 * 1024)
 
     import uvloop
 
     uvloop.run(main())
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "limits-only"])
+def test_a_program_sees_none_of_the_services_secrets(
+    sandbox: Sandbox, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's environment (RM_API_KEY, RM_ADMIN_API_KEY, cloud credentials) is not the program's: it starts
+    with a minimal one, in either mode."""
+    monkeypatch.setenv("RM_ADMIN_API_KEY", "admin-secret-123")
+    box = Sandbox(mode, 1, sandbox.limits)  # type: ignore[arg-type]
+    run = asyncio.run(box.run("import os\nprint(sorted(os.environ.items()))"))
+    assert run.returncode == 0 and "admin-secret-123" not in run.stdout and "RM_" not in run.stdout, run.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start the service as another, unprivileged user")
+def test_limits_only_programs_cannot_read_a_non_root_services_process() -> None:
+    """Without namespaces and without root, a program shares the service's uid: /proc/<service>/environ (its API
+    keys) must still be closed to it."""
+    script = (
+        "import asyncio, os\n"
+        "from service.core.verifiers.sandbox import Limits, Sandbox\n"
+        "os.environ['PATH'] = '/nonexistent'\n"  # no bwrap: limits-only, as accepted
+        "box = Sandbox.detect(True, 1, Limits())\n"
+        "program = 'import os\\ntry:\\n    print(open(f\"/proc/{os.getppid()}/environ\").read())\\n'"
+        " 'except OSError as e:\\n    print(type(e).__name__)'\n"
+        "print(asyncio.run(box.run(program)).stdout)\n"
+    )
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "RM_API_KEY": "service-secret-456"},
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    assert "service-secret-456" not in done.stdout and "PermissionError" in done.stdout, done.stdout

@@ -51,6 +51,25 @@ class Run:
         return self.returncode is None
 
 
+def _environment() -> dict[str, str]:
+    """The program's whole environment: none of the service's (API keys, cloud credentials), a PATH that finds the
+    sandbox's own tools."""
+    tools = [shutil.which(tool) for tool in ("prlimit", "setpriv", "bwrap")]
+    folders = dict.fromkeys([os.path.dirname(t) for t in tools if t] + ["/usr/bin", "/bin"])
+    return {"PATH": ":".join(folders), "HOME": "/tmp", "LANG": "C.UTF-8"}
+
+
+def _hide_own_process() -> None:
+    """Limits-only programs run as the service's own uid when it is not root, and could read its environment and
+    memory through /proc/<pid>; a non-dumpable process's /proc files belong to root instead."""
+    if os.geteuid() == 0 or not sys.platform.startswith("linux"):
+        return  # as root each program has a uid of its own, which cannot read root's /proc files anyway
+    import ctypes
+
+    pr_set_dumpable = 4
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0)
+
+
 def _python() -> str:
     """An interpreter every uid can run (the service's own may live under /root)."""
     for candidate in (os.path.realpath(sys.executable), "/usr/local/bin/python3", "/usr/bin/python3"):
@@ -65,6 +84,7 @@ class Sandbox:
         self.limits = limits
         self.python = _python()
         self.as_root = os.geteuid() == 0
+        self.environment = _environment()
         self._slots: asyncio.Queue[int] = asyncio.Queue()
         for slot in range(slots):
             self._slots.put_nowait(slot)
@@ -83,6 +103,7 @@ class Sandbox:
         if not problem:
             return cls("bwrap", slots, limits)
         if accept_limits_only:
+            _hide_own_process()
             return cls("limits-only", slots, limits)
         raise SandboxUnavailable(
             f"no sandbox for code verifiers here ({problem}); install bubblewrap and allow user namespaces, or set "
@@ -95,7 +116,8 @@ class Sandbox:
         if shutil.which("bwrap") is None:
             return "bubblewrap (bwrap) is not installed"
         try:
-            done = subprocess.run(self._command(0, ["-c", "print(1)"], None), capture_output=True, timeout=20)
+            command = self._command(0, ["-c", "print(1)"], None)
+            done = subprocess.run(command, capture_output=True, timeout=20, env=self.environment)
         except (OSError, subprocess.TimeoutExpired) as e:
             return f"bwrap failed: {e}"
         if done.returncode != 0 or done.stdout.strip() != b"1":
@@ -153,6 +175,7 @@ class Sandbox:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=str(work),
+            env=self.environment,
             start_new_session=True,  # its own process group, killed whole at the end
         )
         assert proc.stdout is not None and proc.stderr is not None

@@ -11,10 +11,24 @@ import time
 from pathlib import Path
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nobody listens on and this process has not handed out before.
+
+    The kernel may give back a port it just gave us once its socket is closed; two servers started one after the
+    other (before the first has bound) would then share a port, the loser would exit, and both URLs would reach the
+    winner.
+    """
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no fresh loopback port after 100 tries")
 
 
 class Server:
@@ -42,7 +56,7 @@ class Server:
                 output = self.proc.stdout.read() if self.proc.stdout else ""
                 raise RuntimeError(f"{self.name} exited {self.proc.returncode}: {output}")
             try:
-                if httpx.get(self.url + probe, timeout=1).status_code == 200:
+                if httpx.get(self.url + probe, timeout=1).status_code == 200 and self.proc.poll() is None:
                     return self
             except httpx.TransportError:
                 pass

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-
 _handed_out: set[int] = set()
 
 

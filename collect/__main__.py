@@ -6,25 +6,43 @@ import argparse
 import json
 import logging
 import os
-import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from .admin_token import TokenError, admin_token
+from .agreement import Quorum
 from .candidates import CandidateError, Candidates, load_candidates
-from .db import StoreError, add_annotator, connect, import_candidates, open_db
+from .db import Location, StoreError, add_annotator, connect, import_candidates, is_url, open_db, parse_location
 from .export import FORMATS, ExportError, export, write_atomically
+from .guard import MAX_BODY_BYTES
 from .strategies import DEFAULT_STRATEGY, STRATEGIES
 
 log = logging.getLogger("collect")
 
 
+def _db_option() -> dict[str, Any]:
+    """--db: a path or a URL, defaulting to $COLLECT_DATABASE_URL (required only when that is not set)."""
+    env = os.environ.get("COLLECT_DATABASE_URL") or None
+    return {
+        "type": parse_location,
+        "default": env,
+        "required": env is None,
+        "help": "The labels database: a SQLite file (created if missing) or a postgresql:// URL. "
+        "Default: $COLLECT_DATABASE_URL.",
+    }
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m collect", description=__doc__)
+    # No abbreviations: the removed `--admin-token T` must not silently become `--admin-token-file T`.
+    parser = argparse.ArgumentParser(prog="python -m collect", description=__doc__, allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="Serve the annotation page (imports --candidates first).")
-    serve.add_argument("--db", type=Path, required=True, help="SQLite labels database (created if missing).")
+    serve = commands.add_parser(
+        "serve", allow_abbrev=False, help="Serve the annotation page (imports --candidates first)."
+    )
+    serve.add_argument("--db", **_db_option())
     serve.add_argument("--candidates", type=Path, nargs="*", default=[], help='{"prompt", "completions"} JSONL.')
     serve.add_argument("--skip-invalid", action="store_true", help="Skip and count bad candidate records.")
     serve.add_argument("--annotations-per-item", type=int, default=3, help="Different annotators per pair.")
@@ -38,9 +56,26 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--reward-url", default=os.environ.get("COLLECT_REWARD_URL"), help="Live reward service.")
     serve.add_argument("--reward-api-key", default=os.environ.get("COLLECT_REWARD_API_KEY"))
     serve.add_argument(
-        "--admin-token",
-        default=os.environ.get("COLLECT_ADMIN_TOKEN"),
-        help="Token for /admin (env COLLECT_ADMIN_TOKEN); generated and printed when not given.",
+        "--majority",
+        type=int,
+        help="Votes a pair's leading answer needs (and strictly more than any other); a pair short of it after "
+        "--annotations-per-item votes goes to one more annotator at a time. Default: a strict majority.",
+    )
+    serve.add_argument(
+        "--most-annotations-per-item",
+        type=int,
+        help="The most annotators a disputed pair may get (default: --annotations-per-item + 2).",
+    )
+    serve.add_argument(
+        "--admin-token-file",
+        type=Path,
+        help="File holding the /admin token (mode 600). Default: $COLLECT_ADMIN_TOKEN, else DB.admin-token "
+        "(./collect.admin-token for a database URL), generated there when missing. Never on the command line.",
+    )
+    serve.add_argument("--guidelines", type=Path, help="Annotation guidelines (Markdown), shown on the page.")
+    serve.add_argument("--guidelines-zh", type=Path, help="The guidelines in Chinese (Markdown).")
+    serve.add_argument(
+        "--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="Larger request bodies get 413 before auth."
     )
     serve.add_argument(
         "--lease-minutes",
@@ -51,18 +86,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8100)
 
-    add = commands.add_parser("add-annotator", help="Issue an annotator token (printed once; only a hash is kept).")
+    add = commands.add_parser(
+        "add-annotator", allow_abbrev=False, help="Issue an annotator token (printed once; only a hash is kept)."
+    )
     add.add_argument("name")
-    add.add_argument("--db", type=Path, required=True)
+    add.add_argument("--db", **_db_option())
     add.add_argument("--rotate", action="store_true", help="Replace the token of an existing annotator.")
 
-    imp = commands.add_parser("import", help="Add candidates to the database without serving.")
-    imp.add_argument("--db", type=Path, required=True)
+    imp = commands.add_parser("import", allow_abbrev=False, help="Add candidates to the database without serving.")
+    imp.add_argument("--db", **_db_option())
     imp.add_argument("--candidates", type=Path, nargs="+", required=True)
     imp.add_argument("--skip-invalid", action="store_true")
 
-    exp = commands.add_parser("export", help="Majority vote per pair -> a training file, plus an agreement report.")
-    exp.add_argument("--db", type=Path, required=True)
+    exp = commands.add_parser(
+        "export", allow_abbrev=False, help="Majority vote per pair -> a training file, plus an agreement report."
+    )
+    exp.add_argument("--db", **_db_option())
     exp.add_argument(
         "--format",
         choices=FORMATS,
@@ -77,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _import(db: Path, files: list[Path], skip_invalid: bool) -> None:
+def _import(db: Location, files: list[Path], skip_invalid: bool) -> None:
     candidates: Candidates = load_candidates(files, skip_invalid)
     conn = open_db(db)
     try:
@@ -91,6 +130,24 @@ def _import(db: Path, files: list[Path], skip_invalid: bool) -> None:
         + (f": {dict(candidates.skipped)}" if skipped else ""),
         file=sys.stderr,
     )
+
+
+def _default_token_file(db: object) -> Path:
+    return Path(f"{db}.admin-token") if isinstance(db, Path) else Path("collect.admin-token")
+
+
+def _guidelines(english: Path | None, chinese: Path | None) -> dict[str, str]:
+    """Language -> Markdown; one file given serves both languages (better than none)."""
+    found = {}
+    for lang, path in (("en", english), ("zh", chinese)):
+        if path is not None:
+            try:
+                found[lang] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise StoreError(f"{path}: cannot read the guidelines: {e}") from None
+            if len(found[lang]) > 200_000:
+                raise StoreError(f"{path}: guidelines over 200,000 characters")
+    return found
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -109,11 +166,23 @@ def _serve(args: argparse.Namespace) -> int:
         picker = Picker(args.strategy, scores)
     except ValueError as e:
         raise StoreError(str(e)) from None
-    admin_token = args.admin_token
-    if not admin_token:
-        admin_token = secrets.token_urlsafe(24)
-        print(f"admin token (for /admin): {admin_token}", file=sys.stderr, flush=True)
-    config = AppConfig(args.db, args.annotations_per_item, admin_token, picker, args.lease_minutes * 60)
+    try:
+        quorum = Quorum.of(args.annotations_per_item, args.majority, args.most_annotations_per_item)
+        token, where = admin_token(args.admin_token_file, _default_token_file(args.db))
+    except (ValueError, TokenError) as e:
+        raise StoreError(str(e)) from None
+    print(f"admin token (for /admin): from {where}", file=sys.stderr, flush=True)
+    config = AppConfig(
+        args.db,
+        quorum.per_item,
+        token,
+        picker,
+        args.lease_minutes * 60,
+        majority=quorum.majority,
+        most_per_item=quorum.most,
+        guidelines=_guidelines(args.guidelines, args.guidelines_zh),
+        max_body_bytes=args.max_body_bytes,
+    )
     print(f"annotation page: http://{args.host}:{args.port}/  admin: /admin", file=sys.stderr, flush=True)
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning")
     return 0
@@ -137,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for out in (args.out, args.report):
                 if out is not None and not out.parent.is_dir():
                     raise ExportError(f"{out.parent}: no such folder")
-            if not args.db.is_file():
+            if not is_url(args.db) and not args.db.is_file():
                 raise StoreError(f"{args.db}: no such database")
             conn = open_db(args.db)
             try:

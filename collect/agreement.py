@@ -25,6 +25,62 @@ def majority(labels: Sequence[Hashable]) -> Hashable | None:
     return counts[0][0]
 
 
+@dataclass(frozen=True)
+class Quorum:
+    """How many votes a pair gets. Every pair gets `per_item`; a pair whose votes do not settle it (the leading
+    label needs `majority` votes and strictly more than any other) gets one more annotator at a time, up to `most`.
+    Only disputed pairs grow, so raising the bar does not reopen the pairs already agreed on."""
+
+    per_item: int
+    majority: int
+    most: int
+
+    @classmethod
+    def of(cls, per_item: int, majority: int | None = None, most: int | None = None) -> Quorum:
+        quorum = cls(per_item, per_item // 2 + 1 if majority is None else majority, most or per_item + 2)
+        if not 1 <= quorum.per_item <= quorum.most or not 1 <= quorum.majority <= quorum.most:
+            raise ValueError(
+                f"need 1 <= annotations per item ({quorum.per_item}) <= most ({quorum.most}) and "
+                f"1 <= majority ({quorum.majority}) <= most"
+            )
+        return quorum
+
+    def settled(self, labels: Sequence[Hashable]) -> bool:
+        top = Counter(labels).most_common(2)
+        return bool(top) and top[0][1] >= self.majority and (len(top) == 1 or top[0][1] > top[1][1])
+
+    def disputed(self, labels: Sequence[Hashable]) -> bool:
+        return len(labels) >= self.per_item and not self.settled(labels)
+
+    def slots(self, labels: Sequence[Hashable]) -> int:
+        """Votes this pair should end up with, given the ones it has."""
+        return min(len(labels) + 1, self.most) if self.disputed(labels) else self.per_item
+
+    def report(self, votes: Votes) -> dict[str, int]:
+        """What happened to the pairs whose first `per_item` votes did not settle them (votes in answer order)."""
+        split = resolved = waiting = unresolved = 0
+        for item_votes in votes.values():
+            labels = [label for _, label in item_votes]
+            if len(labels) < self.per_item or self.settled(labels[: self.per_item]):
+                continue
+            split += 1
+            if self.settled(labels):
+                resolved += 1
+            elif len(labels) < self.most:
+                waiting += 1
+            else:
+                unresolved += 1
+        return {
+            "annotations_per_item": self.per_item,
+            "majority": self.majority,
+            "most_annotations": self.most,
+            "split_at_first": split,
+            "resolved_by_more_votes": resolved,
+            "waiting_for_votes": waiting,
+            "unresolved_at_most": unresolved,
+        }
+
+
 def percent_agreement(votes: Votes) -> float | None:
     """Mean over items with 2+ votes of the share of annotator pairs that gave the same label."""
     shares = []

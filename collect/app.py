@@ -2,91 +2,58 @@
 
 from __future__ import annotations
 
-import hmac
-import sqlite3
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from .db import annotator_for, connect
-from .progress import admin_view, annotator_counts, overall
+from . import admin_api
+from .db import BUSY_ERRORS, connect
+from .deps import ApiError, AppConfig, Who
+from .guard import BodyLimit, SecurityHeaders
+from .progress import annotator_counts, overall
 from .queue import Queue, QueueError
-from .strategies import Picker
+from .team import save_quorum
+
+__all__ = ["AppConfig", "create_app"]
 
 STATIC = Path(__file__).parent / "static"
 PAGES = {"/": "index.html", "/admin": "admin.html"}
-ASSETS = {"app.js", "admin.js", "i18n.js", "style.css"}
+ASSETS = {"app.js", "admin.js", "i18n.js", "style.css", "markdown.js"}
 # Candidate text is untrusted model output: the page only ever sets it with textContent, and this policy forbids
 # inline script, inline handlers (<img onerror>), eval, plugins, framing and any other origin besides.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-
-
-@dataclass
-class AppConfig:
-    db: Path
-    per_item: int
-    admin_token: str
-    picker: Picker
-    lease_seconds: float = 1800.0
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+MAX_ID = 2**63 - 1  # the databases' integer: a bigger id is a client's mistake (422), not an OverflowError (500)
 
 
 class AnswerIn(BaseModel):
-    assignment_id: int
+    assignment_id: int = Field(ge=1, le=MAX_ID)
     choice: str = Field(pattern="^(A|B|tie|skip)$")
     reason: str = Field(default="", max_length=2000)
-
-
-class ApiError(HTTPException):
-    pass
-
-
-def _bearer(request: Request) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "missing token: send 'Authorization: Bearer TOKEN'")
-    return token.strip()
-
-
-def _config(request: Request) -> AppConfig:
-    config: AppConfig = request.app.state.config
-    return config
-
-
-def annotator(request: Request) -> tuple[int, str]:
-    """(id, name) of the annotator whose token the request carries."""
-    conn = connect(_config(request).db)
-    try:
-        found = annotator_for(conn, _bearer(request))
-    finally:
-        conn.close()
-    if found is None:
-        raise ApiError(401, "unknown token: ask the operator for one (python -m collect add-annotator NAME)")
-    return found
-
-
-def admin(request: Request) -> None:
-    # The admin token is separate from every annotator token: an annotator cannot see the others' agreement.
-    if not hmac.compare_digest(_bearer(request).encode(), _config(request).admin_token.encode()):
-        raise ApiError(403, "not the admin token")
-
-
-Who = Annotated[tuple[int, str], Depends(annotator)]
 
 
 def create_app(config: AppConfig) -> FastAPI:
     app = FastAPI(title="rlhf-reward preference collection", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config = config
-    queue = Queue(lambda: connect(config.db), config.per_item, config.lease_seconds)
+    queue = Queue(lambda: connect(config.db), config.quorum, config.lease_seconds)
+    conn = connect(config.db)
+    try:
+        save_quorum(conn, config.quorum)
+    finally:
+        conn.close()
 
     def me_view(who: tuple[int, str]) -> dict[str, Any]:
         conn = connect(config.db)
@@ -96,18 +63,9 @@ def create_app(config: AppConfig) -> FastAPI:
         finally:
             conn.close()
 
-    @app.middleware("http")
-    async def headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["Cache-Control"] = "no-store"
-        return response
-
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, exc.status_code)
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(QueueError)
     async def queue_error(request: Request, exc: QueueError) -> JSONResponse:
@@ -119,9 +77,11 @@ def create_app(config: AppConfig) -> FastAPI:
         where = ".".join(str(p) for p in first["loc"] if p != "body")
         return JSONResponse({"error": f"{where or 'body'}: {first['msg']}"}, 422)
 
-    @app.exception_handler(sqlite3.OperationalError)
-    async def busy(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+    async def busy(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": f"database busy, try again: {exc}"}, 503, headers={"Retry-After": "1"})
+
+    for busy_error in BUSY_ERRORS:  # SQLite busy; PostgreSQL away, lock timeout, serialization failure
+        app.add_exception_handler(busy_error, busy)
 
     for route, page in PAGES.items():
 
@@ -160,13 +120,11 @@ def create_app(config: AppConfig) -> FastAPI:
     def undo(who: Who) -> dict[str, Any]:
         return {"ok": True, "item_id": queue.undo(who[0])}
 
-    @app.get("/api/admin/stats", dependencies=[Depends(admin)])
-    def stats() -> dict[str, Any]:
-        conn = connect(config.db)
-        try:
-            return {**admin_view(conn, config.per_item), "strategy": config.picker.status()}
-        finally:
-            conn.close()
+    @app.get("/api/guidelines")
+    def guidelines(who: Who) -> dict[str, str]:
+        return {"en": config.guidelines.get("en", ""), "zh": config.guidelines.get("zh", "")}
+
+    app.include_router(admin_api.router)
 
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon() -> Response:
@@ -176,4 +134,6 @@ def create_app(config: AppConfig) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    app.add_middleware(SecurityHeaders, headers=SECURITY_HEADERS)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)  # added last: the outermost, before anything
     return app

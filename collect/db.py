@@ -1,4 +1,4 @@
-"""The labels database: SQLite schema (WAL, synchronous=FULL), connections, candidate import and annotator tokens."""
+"""The labels database: its schema (SQLite or PostgreSQL), opening it, candidate import and annotator tokens."""
 
 from __future__ import annotations
 
@@ -6,45 +6,58 @@ import hashlib
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .candidates import Candidates
+from .store import (
+    BUSY_ERRORS,
+    Connection,
+    Location,
+    Row,
+    connect,
+    is_url,
+    parse_location,
+    psycopg,
+    redact,
+    transaction,
+)
+
+__all__ = ["BUSY_ERRORS", "Connection", "Location", "Row", "connect", "is_url", "parse_location", "transaction"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS annotators (
-    id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, token_hash TEXT UNIQUE NOT NULL, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS prompts (id INTEGER PRIMARY KEY, text TEXT UNIQUE NOT NULL);
+    id {id}, name TEXT UNIQUE NOT NULL, token_hash TEXT UNIQUE NOT NULL, created {real} NOT NULL);
+CREATE TABLE IF NOT EXISTS prompts (id {id}, text TEXT UNIQUE NOT NULL);
 CREATE TABLE IF NOT EXISTS completions (
-    id INTEGER PRIMARY KEY, prompt_id INTEGER NOT NULL REFERENCES prompts(id), text TEXT NOT NULL,
+    id {id}, prompt_id {ref} NOT NULL REFERENCES prompts(id), text TEXT NOT NULL,
     UNIQUE (prompt_id, text));
 -- An item is one pair of completions of one prompt; first_id < second_id fixes its canonical orientation.
 CREATE TABLE IF NOT EXISTS items (
-    id INTEGER PRIMARY KEY, prompt_id INTEGER NOT NULL REFERENCES prompts(id),
-    first_id INTEGER NOT NULL REFERENCES completions(id), second_id INTEGER NOT NULL REFERENCES completions(id),
+    id {id}, prompt_id {ref} NOT NULL REFERENCES prompts(id),
+    first_id {ref} NOT NULL REFERENCES completions(id), second_id {ref} NOT NULL REFERENCES completions(id),
     UNIQUE (first_id, second_id), CHECK (first_id < second_id));
 -- One row per (item, annotator), ever: an item is never shown twice to one person. a_is_first records the
 -- randomised sides of this showing; state is open (leased), answered, skipped or expired (lease lapsed).
 CREATE TABLE IF NOT EXISTS assignments (
-    id INTEGER PRIMARY KEY, item_id INTEGER NOT NULL REFERENCES items(id),
-    annotator_id INTEGER NOT NULL REFERENCES annotators(id), a_is_first INTEGER NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('open', 'answered', 'skipped', 'expired')), issued REAL NOT NULL,
+    id {id}, item_id {ref} NOT NULL REFERENCES items(id),
+    annotator_id {ref} NOT NULL REFERENCES annotators(id), a_is_first INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('open', 'answered', 'skipped', 'expired')), issued {real} NOT NULL,
     UNIQUE (item_id, annotator_id));
 CREATE INDEX IF NOT EXISTS assignments_by_annotator ON assignments (annotator_id, state);
 -- Answers are never deleted: undo stamps `undone`, so the audit trail keeps every click.
 CREATE TABLE IF NOT EXISTS answers (
-    id INTEGER PRIMARY KEY, assignment_id INTEGER NOT NULL REFERENCES assignments(id),
-    item_id INTEGER NOT NULL REFERENCES items(id), annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    id {id}, assignment_id {ref} NOT NULL REFERENCES assignments(id),
+    item_id {ref} NOT NULL REFERENCES items(id), annotator_id {ref} NOT NULL REFERENCES annotators(id),
     choice TEXT NOT NULL CHECK (choice IN ('A', 'B', 'tie', 'skip')), a_is_first INTEGER NOT NULL,
     winner TEXT CHECK (winner IN ('first', 'second', 'tie')), reason TEXT NOT NULL DEFAULT '',
-    created REAL NOT NULL, undone REAL);
+    created {real} NOT NULL, undone {real});
 CREATE UNIQUE INDEX IF NOT EXISTS one_live_answer ON answers (assignment_id) WHERE undone IS NULL;
 CREATE INDEX IF NOT EXISTS answers_by_item ON answers (item_id);
 -- Rewards from the live service, per model, for the `uncertain` and `max-gap` strategies.
 CREATE TABLE IF NOT EXISTS scores (
-    completion_id INTEGER NOT NULL REFERENCES completions(id), model TEXT NOT NULL, score REAL NOT NULL,
+    completion_id {ref} NOT NULL REFERENCES completions(id), model TEXT NOT NULL, score {real} NOT NULL,
     PRIMARY KEY (completion_id, model));
 """
 
@@ -53,62 +66,79 @@ class StoreError(ValueError):
     """A database that cannot be used, or an operator action that cannot be done; one line."""
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit: `with transaction(conn)`).
-
-    synchronous=FULL: with WAL, NORMAL already survives a killed process (the OS keeps the written pages), but
-    FULL also fsyncs the log at every commit, so an answer acknowledged to a browser survives power loss too.
-    Annotation writes are a few per second, so the fsync costs nothing that matters.
-    """
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
+# SQLite's rowid and REAL; PostgreSQL's identity column (ids are 64-bit there, so are the references) and float8.
+TYPES = {
+    "sqlite": {"id": "INTEGER PRIMARY KEY", "ref": "INTEGER", "real": "REAL"},
+    "postgresql": {
+        "id": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+        "ref": "BIGINT",
+        "real": "DOUBLE PRECISION",
+    },
+}
 
 
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE takes the write lock up front, so concurrent claims of one item serialise."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+def schema(dialect: str) -> str:
+    return SCHEMA.format(**TYPES[dialect])
 
 
-def open_db(path: Path) -> sqlite3.Connection:
-    """Create or open the labels database, in WAL mode, with the schema in place."""
+def _one_line(error: BaseException, location: Location) -> str:
+    text = " ".join(str(error).split())
+    password = urlsplit(str(location)).password if is_url(location) else None
+    return text.replace(password, "***") if password else text
+
+
+def open_db(location: Location) -> Connection:
+    """Create or open the labels database with the schema in place: a SQLite file (in WAL mode) or a PostgreSQL
+    database (its tables created in the connection's default schema). A database that cannot be used is a
+    StoreError of one line, which never shows the URL's password."""
+    if is_url(location):
+        return _open_postgresql(str(location))
+    path = Path(location)
     if path.exists() and path.is_dir():
         raise StoreError(f"{path}: is a folder, not a database file")
     try:
         conn = connect(path)
         conn.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer
-        conn.executescript(SCHEMA)
+        conn.executescript(schema("sqlite"))
     except sqlite3.DatabaseError as e:
         raise StoreError(f"{path}: not a usable SQLite database: {e}") from None
     return conn
 
 
-def import_candidates(conn: sqlite3.Connection, candidates: Candidates) -> tuple[int, int]:
+def _open_postgresql(url: str) -> Connection:
+    if psycopg is None:
+        raise StoreError(f"{redact(url)}: a PostgreSQL database needs psycopg (pip install 'rlhf-reward[collect]')")
+    try:
+        conn = connect(url)
+    except psycopg.Error as e:
+        raise StoreError(f"{redact(url)}: cannot connect to PostgreSQL: {_one_line(e, url)}") from None
+    try:
+        with transaction(conn):  # under the write lock: two servers starting at once do not race on CREATE
+            conn.executescript(schema("postgresql"))
+    except psycopg.Error as e:
+        conn.close()
+        raise StoreError(f"{redact(url)}: not a usable PostgreSQL database: {_one_line(e, url)}") from None
+    return conn
+
+
+def import_candidates(conn: Connection, candidates: Candidates) -> tuple[int, int]:
     """Add prompts, completions and every pair as an item; already-known ones are kept. (new prompts, new items)."""
     new_prompts = new_items = 0
     with transaction(conn):
         for prompt, texts in candidates.completions.items():
-            cur = conn.execute("INSERT OR IGNORE INTO prompts (text) VALUES (?)", (prompt,))
+            cur = conn.execute("INSERT INTO prompts (text) VALUES (?) ON CONFLICT DO NOTHING", (prompt,))
             new_prompts += cur.rowcount
             prompt_id = conn.execute("SELECT id FROM prompts WHERE text = ?", (prompt,)).fetchone()[0]
             for text in texts:
-                conn.execute("INSERT OR IGNORE INTO completions (prompt_id, text) VALUES (?, ?)", (prompt_id, text))
+                conn.execute(
+                    "INSERT INTO completions (prompt_id, text) VALUES (?, ?) ON CONFLICT DO NOTHING", (prompt_id, text)
+                )
             found = conn.execute("SELECT id FROM completions WHERE prompt_id = ? ORDER BY id", (prompt_id,))
             ids = [r[0] for r in found]
             for i, first in enumerate(ids):
                 for second in ids[i + 1 :]:
                     cur = conn.execute(
-                        "INSERT OR IGNORE INTO items (prompt_id, first_id, second_id) VALUES (?, ?, ?)",
+                        "INSERT INTO items (prompt_id, first_id, second_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                         (prompt_id, first, second),
                     )
                     new_items += cur.rowcount
@@ -120,7 +150,7 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def add_annotator(conn: sqlite3.Connection, name: str, rotate: bool = False) -> str:
+def add_annotator(conn: Connection, name: str, rotate: bool = False) -> str:
     """Issue a token for NAME (only its hash is stored) and return it; `rotate` replaces an existing one."""
     name = name.strip()
     if not name or len(name) > 64 or any(not ch.isprintable() for ch in name):
@@ -140,6 +170,6 @@ def add_annotator(conn: sqlite3.Connection, name: str, rotate: bool = False) -> 
     return token
 
 
-def annotator_for(conn: sqlite3.Connection, token: str) -> tuple[int, str] | None:
+def annotator_for(conn: Connection, token: str) -> tuple[int, str] | None:
     row = conn.execute("SELECT id, name FROM annotators WHERE token_hash = ?", (hash_token(token),)).fetchone()
     return (int(row[0]), str(row[1])) if row else None

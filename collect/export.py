@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .agreement import group_votes, majority, summary
+from .progress import disagreements as split_votes
 from .progress import live_votes
+from .store import Connection
+from .team import load_quorum
 
-FORMATS = ("tutorial", "trl", "ranked")
+FORMATS = ("tutorial", "trl", "ranked", "votes")
 
 
 class ExportError(ValueError):
@@ -31,7 +34,7 @@ class Decision:
     votes: dict[str, int]
 
 
-def decisions(conn: sqlite3.Connection, min_votes: int) -> tuple[list[Decision], dict[str, Any]]:
+def decisions(conn: Connection, min_votes: int) -> tuple[list[Decision], dict[str, Any]]:
     """One majority decision per item with at least `min_votes` live votes, and the agreement report."""
     votes = group_votes(live_votes(conn))
     rows = conn.execute(
@@ -108,11 +111,42 @@ def _ranked(decided: list[Decision], keep_ties: bool) -> list[dict[str, Any]]:
     return records
 
 
-def export(conn: sqlite3.Connection, fmt: str, keep_ties: bool = False, min_votes: int = 1) -> tuple[str, dict]:
+def votes(conn: Connection) -> list[dict[str, Any]]:
+    """Every live vote as it was cast, for teams that aggregate themselves: the pair, who, what they clicked on
+    which sides, the winner in the pair's own orientation (first/second), the reason and the time (UTC)."""
+    rows = conn.execute(
+        """SELECT a.item_id, p.text AS prompt, f.text AS first, c.text AS second, n.name, a.choice, a.a_is_first,
+                  a.winner, a.reason, a.created
+           FROM answers a JOIN annotators n ON n.id = a.annotator_id JOIN items i ON i.id = a.item_id
+           JOIN prompts p ON p.id = i.prompt_id JOIN completions f ON f.id = i.first_id
+           JOIN completions c ON c.id = i.second_id WHERE a.undone IS NULL ORDER BY a.id"""
+    ).fetchall()
+    return [
+        {
+            "item": int(r["item_id"]),
+            "prompt": r["prompt"],
+            "first": r["first"],
+            "second": r["second"],
+            "annotator": r["name"],
+            "choice": r["choice"],
+            "a_was": "first" if r["a_is_first"] else "second",
+            "winner": r["winner"] if r["choice"] != "skip" else None,
+            "reason": r["reason"],
+            "time": datetime.fromtimestamp(float(r["created"]), UTC).isoformat(timespec="milliseconds"),
+        }
+        for r in rows
+    ]
+
+
+def export(conn: Connection, fmt: str, keep_ties: bool = False, min_votes: int = 1) -> tuple[str, dict]:
     """(file text, report). Items without a strict majority are left out and listed; ties are dropped unless
-    kept (ranked format only: chosen/rejected cannot say "equally good")."""
+    kept (ranked format only: chosen/rejected cannot say "equally good"). `votes`: every live vote, one per line."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if fmt == "votes":
+        cast = votes(conn)
+        text = "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in cast)
+        return text, {"format": fmt, "records": len(cast), "skips": sum(v["choice"] == "skip" for v in cast)}
     if keep_ties and fmt != "ranked":
         raise ExportError("--keep-ties needs --format ranked: a chosen/rejected record cannot hold a tie")
     found, agreement = decisions(conn, min_votes)
@@ -127,6 +161,7 @@ def export(conn: sqlite3.Connection, fmt: str, keep_ties: bool = False, min_vote
             text = json.dumps(records, ensure_ascii=False, indent=4) + "\n"
         else:
             text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    reasons = {d["item"]: d["votes"] for d in split_votes(conn, limit=None)}
     disagreements = [
         {
             "item": d.item,
@@ -135,6 +170,10 @@ def export(conn: sqlite3.Connection, fmt: str, keep_ties: bool = False, min_vote
             "second": d.second[1],
             "votes": d.votes,
             "majority": d.label,
+            "reasons": [
+                {"annotator": v["annotator"], "label": v["label"], "reason": v["reason"]}
+                for v in reasons.get(d.item, [])
+            ],
         }
         for d in found
         if len(d.votes) > 1
@@ -148,6 +187,7 @@ def export(conn: sqlite3.Connection, fmt: str, keep_ties: bool = False, min_vote
         "ties_kept": keep_ties,
         "no_majority": sum(d.label is None for d in found),
         **agreement,
+        "disputes": load_quorum(conn).report(group_votes(live_votes(conn))),
         "disagreements": disagreements,
     }
     return text, report

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from .agreement import Quorum
 from .db import transaction
+from .store import Connection, Row
 
 CHOICES = ("A", "B", "tie", "skip")
-Order = Callable[[Sequence[sqlite3.Row]], list[int]]  # available items -> item ids, most wanted first
+Order = Callable[[Sequence[Row]], list[int]]  # available items -> item ids, most wanted first
 
 
 class QueueError(ValueError):
@@ -32,31 +35,66 @@ class Showing:
     a_is_first: bool
 
 
-# An item's used slots: answers (non-skip) plus other people's leases that have not lapsed.
-AVAILABLE = """
-SELECT i.id, i.prompt_id, i.first_id, i.second_id FROM items i
-WHERE (SELECT COUNT(*) FROM assignments s WHERE s.item_id = i.id
-       AND (s.state = 'answered' OR (s.state = 'open' AND s.issued > :cutoff))) < :k
-  AND NOT EXISTS (SELECT 1 FROM assignments s WHERE s.item_id = i.id AND s.annotator_id = :me
-                  AND s.state != 'expired')
-ORDER BY i.id
+# Every item with its used slots (answers, plus other people's leases that have not lapsed) and this annotator's
+# own assignment state; which of them are available is decided in Python, where the quorum rule lives.
+CANDIDATES = """
+SELECT i.id, i.prompt_id, i.first_id, i.second_id,
+       (SELECT COUNT(*) FROM assignments s WHERE s.item_id = i.id
+        AND (s.state = 'answered' OR (s.state = 'open' AND s.issued > :cutoff))) AS used,
+       (SELECT s.state FROM assignments s WHERE s.item_id = i.id AND s.annotator_id = :me) AS mine
+FROM items i ORDER BY i.id
 """
+LIVE_LABELS = """
+SELECT item_id, winner FROM answers WHERE undone IS NULL AND choice != 'skip' ORDER BY item_id, id
+"""
+
+
+@dataclass(frozen=True)
+class Available:
+    """The items an annotator may be shown next: `fresh` ones first (disputed pairs at the head), the ones they
+    skipped only when nothing fresh is left."""
+
+    fresh: list[Any]
+    skipped: list[Any]
+    disputed: frozenset[int]
+
+    @property
+    def pool(self) -> list[Any]:
+        return self.fresh or self.skipped
 
 
 class Queue:
     """Every read and write of the annotation state; one instance per server, thread-safe (one connection each)."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], per_item: int, lease_seconds: float) -> None:
+    def __init__(self, connect: Callable[[], Connection], quorum: Quorum | int, lease_seconds: float) -> None:
         self.connect = connect
-        self.per_item = per_item
+        self.quorum = quorum if isinstance(quorum, Quorum) else Quorum.of(quorum)
         self.lease_seconds = lease_seconds
         self.rng = random.Random()
 
-    def available(self, conn: sqlite3.Connection, annotator: int) -> list[sqlite3.Row]:
-        params = {"cutoff": time.time() - self.lease_seconds, "k": self.per_item, "me": annotator}
-        return conn.execute(AVAILABLE, params).fetchall()
+    def _labels(self, conn: Connection) -> dict[int, list[str]]:
+        labels: dict[int, list[str]] = defaultdict(list)
+        for row in conn.execute(LIVE_LABELS).fetchall():
+            labels[int(row[0])].append(str(row[1]))
+        return labels
 
-    def _show(self, conn: sqlite3.Connection, assignment_id: int) -> Showing:
+    def available(self, conn: Connection, annotator: int) -> Available:
+        params = {"cutoff": time.time() - self.lease_seconds, "me": annotator}
+        labels = self._labels(conn)
+        fresh, skipped, disputed = [], [], set()
+        for row in conn.execute(CANDIDATES, params).fetchall():
+            item = int(row["id"])
+            if int(row["used"]) >= self.quorum.slots(labels.get(item, [])):
+                continue
+            if row["mine"] in (None, "expired"):
+                fresh.append(row)
+                if self.quorum.disputed(labels.get(item, [])):
+                    disputed.add(item)
+            elif row["mine"] == "skipped":
+                skipped.append(row)
+        return Available(fresh, skipped, frozenset(disputed))
+
+    def _show(self, conn: Connection, assignment_id: int) -> Showing:
         row = conn.execute(
             """SELECT s.id, s.item_id, s.a_is_first, p.text AS prompt, f.text AS first, c.text AS second
                FROM assignments s JOIN items i ON i.id = s.item_id JOIN prompts p ON p.id = i.prompt_id
@@ -66,7 +104,7 @@ class Queue:
         a, b = (row["first"], row["second"]) if row["a_is_first"] else (row["second"], row["first"])
         return Showing(row["id"], row["item_id"], row["prompt"], a, b, bool(row["a_is_first"]))
 
-    def _own_open(self, conn: sqlite3.Connection, annotator: int) -> int | None:
+    def _own_open(self, conn: Connection, annotator: int) -> int | None:
         """The annotator's open lease (a reload shows the same pair, same sides); a lapsed one only if room is left."""
         row = conn.execute(
             "SELECT id, item_id, issued FROM assignments WHERE annotator_id = ? AND state = 'open' "
@@ -83,7 +121,7 @@ class Queue:
             "AND (state = 'answered' OR (state = 'open' AND issued > ?))",
             (row["item_id"], row["id"], now - self.lease_seconds),
         ).fetchone()[0]
-        if used < self.per_item:
+        if used < self.quorum.slots(self._labels(conn).get(int(row["item_id"]), [])):
             conn.execute("UPDATE assignments SET issued = ? WHERE id = ?", (now, row["id"]))
             return int(row["id"])
         conn.execute("UPDATE assignments SET state = 'expired' WHERE id = ?", (row["id"],))
@@ -101,13 +139,21 @@ class Queue:
                 own = self._own_open(conn, annotator)
             if own is not None:
                 return self._show(conn, own)
-            wanted = order(self.available(conn, annotator))
+            offered = self.available(conn, annotator)
+            # Disputed pairs first (a split holds up the export), then in the strategy's order (a stable sort).
+            wanted = sorted(order(offered.pool), key=lambda i: i not in offered.disputed)
             with transaction(conn):
-                free = {int(r["id"]) for r in self.available(conn, annotator)}
+                free = {int(r["id"]) for r in self.available(conn, annotator).pool}
                 if not free:
                     return None
                 # Someone may have taken the wanted items meanwhile: the first still free, else any free one.
                 item = next((i for i in wanted if i in free), None) or self.rng.choice(sorted(free))
+                # A skipped pair shown again: its skip is withdrawn (stamped, never deleted), so it can be answered.
+                conn.execute(
+                    "UPDATE answers SET undone = ? WHERE item_id = ? AND annotator_id = ? AND choice = 'skip' "
+                    "AND undone IS NULL",
+                    (time.time(), item, annotator),
+                )
                 a_is_first = self.rng.random() < 0.5  # sides randomised per showing, recorded with it
                 conn.execute(
                     """INSERT INTO assignments (item_id, annotator_id, a_is_first, state, issued)
@@ -151,12 +197,13 @@ class Queue:
                 winner = "tie" if choice == "tie" else winner
                 cur = conn.execute(
                     """INSERT INTO answers (assignment_id, item_id, annotator_id, choice, a_is_first, winner,
-                       reason, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                       reason, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
                     (assignment_id, lease["item_id"], annotator, choice, int(a_first), winner, reason, time.time()),
                 )
+                answer_id = int(cur.fetchone()[0])
                 state = "skipped" if choice == "skip" else "answered"
                 conn.execute("UPDATE assignments SET state = ? WHERE id = ?", (state, assignment_id))
-                return int(cur.lastrowid or 0)
+                return answer_id
         finally:
             conn.close()
 

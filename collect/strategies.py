@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +13,8 @@ from typing import Any
 import httpx
 
 from service.client import RewardClient, RewardServiceError
+
+from .store import Connection, Row
 
 log = logging.getLogger("collect.strategies")
 STRATEGIES = ("random", "uncertain", "max-gap")
@@ -30,7 +31,7 @@ class ScoresUnavailable(RuntimeError):
 class ModelScores:
     """Completion rewards from the reward service (`/compare`, one call per prompt), cached per model id."""
 
-    def __init__(self, url: str, connect: Callable[[], sqlite3.Connection], api_key: str | None = None) -> None:
+    def __init__(self, url: str, connect: Callable[[], Connection], api_key: str | None = None) -> None:
         # Short timeout, one retry: an annotator waits on this, and random order is a fine fallback.
         self.client = RewardClient(url, api_key=api_key, timeout=5.0, retries=1)
         self.connect = connect
@@ -46,7 +47,7 @@ class ModelScores:
             self._model = (str(self.client.info()["model_id"]), now)
         return self._model[0]
 
-    def for_items(self, rows: Sequence[sqlite3.Row]) -> dict[int, float]:
+    def for_items(self, rows: Sequence[Row]) -> dict[int, float]:
         """Reward per completion id, for every completion of the prompts of `rows`."""
         if time.monotonic() - self._failed_at < RETRY_AFTER_FAILURE_S:
             raise ScoresUnavailable(f"reward service at {self.url} failed recently")
@@ -73,7 +74,7 @@ class ModelScores:
         finally:
             conn.close()
 
-    def _fill(self, conn: sqlite3.Connection, model: str, prompt_id: int) -> None:
+    def _fill(self, conn: Connection, model: str, prompt_id: int) -> None:
         texts = conn.execute(
             "SELECT c.id, c.text, (SELECT s.score FROM scores s WHERE s.completion_id = c.id AND s.model = ?) AS s "
             "FROM completions c WHERE c.prompt_id = ? ORDER BY c.id",
@@ -84,7 +85,11 @@ class ModelScores:
         prompt = conn.execute("SELECT text FROM prompts WHERE id = ?", (prompt_id,)).fetchone()[0]
         result = self.client.compare(prompt, [r["text"] for r in texts])
         rows = [(r["id"], model, float(s)) for r, s in zip(texts, result["scores"], strict=True)]
-        conn.executemany("INSERT OR REPLACE INTO scores (completion_id, model, score) VALUES (?, ?, ?)", rows)
+        conn.executemany(
+            "INSERT INTO scores (completion_id, model, score) VALUES (?, ?, ?) "
+            "ON CONFLICT (completion_id, model) DO UPDATE SET score = excluded.score",
+            rows,
+        )
 
 
 class Picker:
@@ -104,7 +109,7 @@ class Picker:
     def status(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "degraded": self.degraded}
 
-    def __call__(self, rows: Sequence[sqlite3.Row]) -> list[int]:
+    def __call__(self, rows: Sequence[Row]) -> list[int]:
         ids = [int(r["id"]) for r in rows]
         self.rng.shuffle(ids)
         if self.strategy == "random" or self.scores is None or not rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import httpx
 from collect.candidates import Candidates
 from collect.db import add_annotator, connect, import_candidates, open_db
 from collect.queue import Queue
+from collect.store import Location
 
 CLI = [sys.executable, "-m", "collect"]
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "preferences"
@@ -24,7 +26,7 @@ def candidates(prompts: int, per_prompt: int) -> Candidates:
     return found
 
 
-def make_db(path: Path, found: Candidates, annotators: list[str]) -> dict[str, str]:
+def make_db(path: Location, found: Candidates, annotators: list[str]) -> dict[str, str]:
     """A labels database holding `found`, and a token per annotator name."""
     conn = open_db(path)
     try:
@@ -34,11 +36,11 @@ def make_db(path: Path, found: Candidates, annotators: list[str]) -> dict[str, s
         conn.close()
 
 
-def make_queue(path: Path, per_item: int, lease_seconds: float = 600.0) -> Queue:
+def make_queue(path: Location, per_item: int, lease_seconds: float = 600.0) -> Queue:
     return Queue(lambda: connect(path), per_item, lease_seconds)
 
 
-def ids_of(path: Path) -> dict[str, int]:
+def ids_of(path: Location) -> dict[str, int]:
     conn = connect(path)
     try:
         return {r["name"]: r["id"] for r in conn.execute("SELECT id, name FROM annotators")}
@@ -46,11 +48,15 @@ def ids_of(path: Path) -> dict[str, int]:
         conn.close()
 
 
-def start_server(db: Path, port: int, per_item: int, *extra: str) -> subprocess.Popen[str]:
-    """`python -m collect serve` on a loopback port (admin token "admin"), once it answers /healthz."""
-    cmd = [*CLI, "serve", "--db", str(db), "--port", str(port), "--annotations-per-item", str(per_item)]
-    cmd += ["--admin-token", "admin", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+ADMIN = "admin-token-of-the-tests"
+
+
+def start_server(db: Location, port: int, per_item: int, *extra: str) -> subprocess.Popen[str]:
+    """`python -m collect serve` on a loopback port (admin token ADMIN, from the environment), once it answers
+    /healthz."""
+    cmd = [*CLI, "serve", "--db", str(db), "--port", str(port), "--annotations-per-item", str(per_item), *extra]
+    env = {**os.environ, "COLLECT_ADMIN_TOKEN": ADMIN}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
 from labelling import candidates, make_db
@@ -12,10 +10,11 @@ from servers import LiveServer
 from collect.app import AppConfig, create_app
 from collect.candidates import Candidates
 from collect.db import connect
+from collect.store import Location
 from collect.strategies import ModelScores, Picker
 
 
-def client_for(db: Path, picker: Picker, per_item: int = 2) -> TestClient:
+def client_for(db: Location, picker: Picker, per_item: int = 2) -> TestClient:
     return TestClient(create_app(AppConfig(db, per_item, "admin-secret", picker)))
 
 
@@ -23,8 +22,8 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_tokens_headers_answer_undo_and_admin(tmp_path: Path) -> None:
-    db = tmp_path / "l.sqlite"
+def test_tokens_headers_answer_undo_and_admin(engine: Location) -> None:
+    db = engine
     tokens = make_db(db, candidates(2, 2), ["ann", "bob"])
     with client_for(db, Picker("random", None, seed=0)) as http:
         page = http.get("/")
@@ -54,7 +53,7 @@ def test_tokens_headers_answer_undo_and_admin(tmp_path: Path) -> None:
     assert reason == "more complete"
 
 
-def gaps(db: Path, picker: Picker, scores: ModelScores) -> list[float]:
+def gaps(db: Location, picker: Picker, scores: ModelScores) -> list[float]:
     """|reward(first) − reward(second)| of the pairs in the order the picker ranks them."""
     conn = connect(db)
     rows = conn.execute("SELECT id, prompt_id, first_id, second_id FROM items").fetchall()
@@ -64,8 +63,8 @@ def gaps(db: Path, picker: Picker, scores: ModelScores) -> list[float]:
     return [abs(reward[by_id[i]["first_id"]] - reward[by_id[i]["second_id"]]) for i in order]
 
 
-def test_uncertain_and_max_gap_order_by_the_live_models_rewards(tmp_path: Path, reward_service: LiveServer) -> None:
-    db = tmp_path / "l.sqlite"
+def test_uncertain_and_max_gap_order_by_the_live_models_rewards(engine: Location, reward_service: LiveServer) -> None:
+    db = engine
     found = Candidates()
     found.add("tell me about tea", ["tea is kind clear great.", "tea is awful rude.", "tea is glad.", "tea is junk."])
     found.add("tell me about maps", ["maps is helpful.", "maps is lazy wrong hate.", "maps is sure careful."])
@@ -80,9 +79,9 @@ def test_uncertain_and_max_gap_order_by_the_live_models_rewards(tmp_path: Path, 
 
 
 def test_unreachable_service_falls_back_to_random_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    engine: Location, caplog: pytest.LogCaptureFixture
 ) -> None:
-    db = tmp_path / "l.sqlite"
+    db = engine
     tokens = make_db(db, candidates(3, 2), ["ann"])
     picker = Picker("uncertain", ModelScores("http://127.0.0.1:9", lambda: connect(db)))
     with client_for(db, picker) as http, caplog.at_level("WARNING"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 from builders import TOPICS, tiny_fit_argv
+from labelling import ADMIN as COLLECT_ADMIN
 from labelling import CLI, start_server
 from servers import LiveServer, free_port
 
@@ -57,7 +58,7 @@ def test_generate_annotate_export_fit_reload(
         url = f"http://127.0.0.1:{port}"
         counts = [annotate(url, tokens[n], "random" if n == "eve" else "longer", i) for i, n in enumerate(tokens)]
         assert counts == [48, 48, 48]  # 8 prompts x 6 pairs, each to all three annotators
-        stats = httpx.get(url + "/api/admin/stats", headers={"Authorization": "Bearer admin"}).json()
+        stats = httpx.get(url + "/api/admin/stats", headers={"Authorization": f"Bearer {COLLECT_ADMIN}"}).json()
         assert stats["progress"]["fraction"] == 1.0 and stats["strategy"]["degraded"] is None
     finally:
         server.terminate()

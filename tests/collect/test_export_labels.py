@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,14 +13,15 @@ from labelling import CLI, SHARED_DATA, candidates, ids_of, make_db, make_queue
 from collect.candidates import Candidates
 from collect.db import connect
 from collect.export import ExportError, export
+from collect.store import Location, Row
 from training.data import load_pairs
 
 
-def in_order(rows: Sequence[sqlite3.Row]) -> list[int]:
+def in_order(rows: Sequence[Row]) -> list[int]:
     return [int(r["id"]) for r in rows]
 
 
-def vote(db: Path, per_item: int, choose: dict[str, object]) -> None:
+def vote(db: Location, per_item: int, choose: dict[str, object]) -> None:
     """Each annotator answers everything offered; choose[name](a, b) -> the text they prefer, "tie" or "skip"."""
     ids = ids_of(db)
     queue = make_queue(db, per_item)
@@ -36,8 +36,8 @@ def longer(a: str, b: str) -> str:
     return a if len(a) > len(b) else b
 
 
-def test_majority_vote_agreement_and_all_formats_train(tmp_path: Path) -> None:
-    db = tmp_path / "l.sqlite"
+def test_majority_vote_agreement_and_all_formats_train(tmp_path: Path, engine: Location) -> None:
+    db = engine
     found = Candidates()
     found.add("Rank these", ["a", "bb", "ccc", "dddd"])  # 6 pairs with a clear order by length
     found.add("Tie here", ["same-ish 1", "same-ish 2"])
@@ -76,8 +76,8 @@ def test_majority_vote_agreement_and_all_formats_train(tmp_path: Path) -> None:
         assert len(pairs) == 6 and all(len(p.chosen) > len(p.rejected) for p in pairs), fmt  # type: ignore[arg-type]
 
 
-def test_ranked_export_invents_no_preference_when_the_order_is_partial(tmp_path: Path) -> None:
-    db = tmp_path / "l.sqlite"
+def test_ranked_export_invents_no_preference_when_the_order_is_partial(engine: Location) -> None:
+    db = engine
     make_db(db, candidates(1, 4), ["ann"])
     ids = ids_of(db)
     queue = make_queue(db, 1)
@@ -93,7 +93,7 @@ def test_ranked_export_invents_no_preference_when_the_order_is_partial(tmp_path:
     assert [r["completions"] for r in records] == [["answer 0.0", "answer 0.1"], ["answer 0.2", "answer 0.3"]]
 
 
-def tutorial_roundtrip(tmp_path: Path, source: Path) -> None:
+def tutorial_roundtrip(tmp_path: Path, source: Path, db: Location) -> None:
     """tutorial records -> candidates -> annotators pick the original chosen -> export == the source, byte for byte."""
     records = json.loads(source.read_text(encoding="utf-8"))
     cands = tmp_path / "c.jsonl"
@@ -105,7 +105,6 @@ def tutorial_roundtrip(tmp_path: Path, source: Path) -> None:
         ),
         encoding="utf-8",
     )
-    db = tmp_path / "l.sqlite"
     assert subprocess.run([*CLI, "import", "--db", str(db), "--candidates", str(cands)]).returncode == 0
     make_db(db, Candidates(), ["ann"])
     chosen = {r["chosen"] for r in records}
@@ -118,19 +117,19 @@ def tutorial_roundtrip(tmp_path: Path, source: Path) -> None:
     assert out.read_bytes() == source.read_bytes()
 
 
-def test_chinese_tutorial_records_round_trip_byte_for_byte(tmp_path: Path) -> None:
+def test_chinese_tutorial_records_round_trip_byte_for_byte(tmp_path: Path, engine: Location) -> None:
     source = tmp_path / "zh.json"
     records = [
         {"question": "什么是字典？", "chosen": "字典是键值对的可变映射，键必须可哈希。", "rejected": "字典存数据。"},
         {"question": "emoji 🐍 and\nnewlines?", "chosen": 'yes "quoted" \\ ok', "rejected": "no"},
     ]
     source.write_text(json.dumps(records, ensure_ascii=False, indent=4) + "\n", encoding="utf-8")
-    tutorial_roundtrip(tmp_path, source)
+    tutorial_roundtrip(tmp_path, source, engine)
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "tutorial_example.json").exists(), reason="shared preference data absent")
-def test_the_tutorials_own_example_round_trips_byte_for_byte(tmp_path: Path) -> None:
-    tutorial_roundtrip(tmp_path, SHARED_DATA / "tutorial_example.json")
+def test_the_tutorials_own_example_round_trips_byte_for_byte(tmp_path: Path, engine: Location) -> None:
+    tutorial_roundtrip(tmp_path, SHARED_DATA / "tutorial_example.json", engine)
 
 
 def test_cli_refusals_are_one_line(tmp_path: Path) -> None:

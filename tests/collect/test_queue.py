@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 import pytest
 from labelling import candidates, ids_of, make_db, make_queue
 
 from collect.db import connect
 from collect.queue import QueueError
+from collect.store import Location, Row
 
 
-def in_order(rows: Sequence[sqlite3.Row]) -> list[int]:
+def in_order(rows: Sequence[Row]) -> list[int]:
     return [int(r["id"]) for r in rows]
 
 
-def test_each_pair_goes_to_k_different_annotators_then_leaves_the_queue(tmp_path: Path) -> None:
-    db = tmp_path / "l.sqlite"
+def test_each_pair_goes_to_k_different_annotators_then_leaves_the_queue(engine: Location) -> None:
+    db = engine
     make_db(db, candidates(2, 3), ["a", "b", "c", "d"])  # 2 prompts x 3 answers = 6 pairs
     ids = ids_of(db)
     queue = make_queue(db, per_item=2)
@@ -37,8 +36,8 @@ def test_each_pair_goes_to_k_different_annotators_then_leaves_the_queue(tmp_path
     assert set(seen) == {"a", "b"}  # a and b filled every pair; nothing was left for c and d
 
 
-def test_skipped_pairs_are_not_reoffered_and_do_not_use_a_slot(tmp_path: Path) -> None:
-    db = tmp_path / "l.sqlite"
+def test_skipped_pairs_are_not_reoffered_and_do_not_use_a_slot(engine: Location) -> None:
+    db = engine
     make_db(db, candidates(1, 2), ["a", "b"])
     ids = ids_of(db)
     queue = make_queue(db, per_item=1)
@@ -50,8 +49,8 @@ def test_skipped_pairs_are_not_reoffered_and_do_not_use_a_slot(tmp_path: Path) -
     assert other is not None and other.item_id == showing.item_id  # the skip left the slot free
 
 
-def test_sides_are_randomised_per_showing_and_the_winner_recorded_canonically(tmp_path: Path) -> None:
-    db = tmp_path / "l.sqlite"
+def test_sides_are_randomised_per_showing_and_the_winner_recorded_canonically(engine: Location) -> None:
+    db = engine
     make_db(db, candidates(20, 2), ["a"])
     queue = make_queue(db, per_item=1)
     me = ids_of(db)["a"]
@@ -66,8 +65,8 @@ def test_sides_are_randomised_per_showing_and_the_winner_recorded_canonically(tm
     assert all(r["winner"] == ("first" if r["a_is_first"] else "second") for r in rows)
 
 
-def test_reload_shows_the_same_pair_and_a_lapsed_lease_frees_the_slot(tmp_path: Path) -> None:
-    db = tmp_path / "l.sqlite"
+def test_reload_shows_the_same_pair_and_a_lapsed_lease_frees_the_slot(engine: Location) -> None:
+    db = engine
     make_db(db, candidates(1, 2), ["a", "b"])
     ids = ids_of(db)
     queue = make_queue(db, per_item=1, lease_seconds=0.3)
@@ -84,8 +83,8 @@ def test_reload_shows_the_same_pair_and_a_lapsed_lease_frees_the_slot(tmp_path: 
         queue.answer(ids["a"], first.assignment_id, "A")
 
 
-def test_answer_is_idempotent_conflicts_are_refused_and_undo_reopens_the_pair(tmp_path: Path) -> None:
-    db = tmp_path / "l.sqlite"
+def test_answer_is_idempotent_conflicts_are_refused_and_undo_reopens_the_pair(engine: Location) -> None:
+    db = engine
     make_db(db, candidates(2, 2), ["a", "b"])
     ids = ids_of(db)
     queue = make_queue(db, per_item=1)
@@ -112,8 +111,8 @@ def test_answer_is_idempotent_conflicts_are_refused_and_undo_reopens_the_pair(tm
         queue.undo(ids["b"])
 
 
-def test_concurrent_annotators_never_over_fill_a_pair(tmp_path: Path) -> None:
-    db = tmp_path / "l.sqlite"
+def test_concurrent_annotators_never_over_fill_a_pair(engine: Location) -> None:
+    db = engine
     names = [f"n{i}" for i in range(8)]
     make_db(db, candidates(3, 2), names)  # 3 pairs x 2 slots = 6 slots for 8 eager annotators
     ids = ids_of(db)

@@ -12,6 +12,12 @@
 # Training job image:
 #   docker build -t rlhf-reward:train --target train .
 #   docker run -v $PWD/data:/data -v $PWD/bundles:/bundles rlhf-reward:train --data /data/prefs.jsonl --out /bundles/new
+# Annotation app image (python -m collect; a team's setup: docs/collect.md "Deploying for a team", k8s/collect):
+#   docker build -t rlhf-reward:collect --target collect .
+#   docker run -p 127.0.0.1:8100:8100 -v collect-data:/data -e COLLECT_DATABASE_URL=/data/labels.sqlite \
+#              rlhf-reward:collect                                  # SQLite on a volume; or a postgresql:// URL
+#   docker exec CONTAINER python -m collect add-annotator alice      # prints alice's token once
+# The admin token comes from $COLLECT_ADMIN_TOKEN (--env-file, a Secret) or is generated into /data (mode 600).
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS base
@@ -58,6 +64,31 @@ RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin rm
 USER 10001:10001
 WORKDIR /home/rm
 ENTRYPOINT ["python", "-m", "training.fit"]
+
+FROM source AS collect-build
+# The annotation app needs the server's dependencies and psycopg (PostgreSQL, the team engine), never torch.
+COPY collect ./collect
+RUN sh deploy/install.sh /opt/venv serve \
+    && /opt/venv/bin/python -m pip install --quiet --no-cache-dir "psycopg[binary]>=3.1" \
+    && /opt/venv/bin/python -c "import collect.app, psycopg, sys; assert 'torch' not in sys.modules"
+
+FROM base AS collect
+# tini as PID 1 forwards SIGTERM (uvicorn then finishes the requests in flight) and reaps. /data is the working
+# folder, owned by the app's user: a SQLite database on a volume mounted there, or the generated admin token.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=collect-build /opt/venv /opt/venv
+RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin collect \
+    && install -d -o 10001 -g 10001 -m 700 /data
+WORKDIR /data
+USER 10001:10001
+EXPOSE 8100
+# The port is the app's default; an image run with another --port needs its own --health-cmd.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8100/healthz', timeout=2)"]
+ENTRYPOINT ["tini", "--", "python", "-m", "collect"]
+CMD ["serve", "--host", "0.0.0.0"]
 
 # The last stage is the default target: keep it the serving image.
 FROM serve

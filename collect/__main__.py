@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         help="File holding the /admin token (mode 600). Default: $COLLECT_ADMIN_TOKEN, else DB.admin-token "
         "(./collect.admin-token for a database URL), generated there when missing. Never on the command line.",
     )
+    serve.add_argument(
+        "--rankings",
+        action="store_true",
+        help="Show a prompt with 3-4 answers as one ranking screen (stored as the pairs it implies); "
+        "prompts with two answers stay pairwise.",
+    )
     serve.add_argument("--guidelines", type=Path, help="Annotation guidelines (Markdown), shown on the page.")
     serve.add_argument("--guidelines-zh", type=Path, help="The guidelines in Chinese (Markdown).")
     serve.add_argument(
@@ -182,6 +188,7 @@ def _serve(args: argparse.Namespace) -> int:
         most_per_item=quorum.most,
         guidelines=_guidelines(args.guidelines, args.guidelines_zh),
         max_body_bytes=args.max_body_bytes,
+        rankings=args.rankings,
     )
     print(f"annotation page: http://{args.host}:{args.port}/  admin: /admin", file=sys.stderr, flush=True)
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning")

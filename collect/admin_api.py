@@ -11,10 +11,11 @@ from .db import StoreError, add_annotator, connect
 from .deps import ApiError, Config, admin
 from .export import FORMATS, ExportError, export
 from .progress import admin_view
+from .ranking import kendall_agreement
 from .team import list_annotators, revoke_annotator
 
 router = APIRouter(prefix="/api/admin", dependencies=[Depends(admin)])
-EXTENSIONS = {"tutorial": "json", "trl": "jsonl", "ranked": "jsonl", "votes": "jsonl"}
+EXTENSIONS = {"tutorial": "json", "trl": "jsonl", "ranked": "jsonl", "votes": "jsonl", "rankings": "jsonl"}
 
 
 class NewAnnotator(BaseModel):
@@ -26,7 +27,11 @@ class NewAnnotator(BaseModel):
 def stats(config: Config) -> dict[str, Any]:
     conn = connect(config.db)
     try:
-        return {**admin_view(conn, config.quorum), "strategy": config.picker.status()}
+        return {
+            **admin_view(conn, config.quorum),
+            "rankings": kendall_agreement(conn),
+            "strategy": config.picker.status(),
+        }
     finally:
         conn.close()
 

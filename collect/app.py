@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -17,6 +17,7 @@ from .deps import ApiError, AppConfig, Who
 from .guard import BodyLimit, SecurityHeaders
 from .progress import annotator_counts, overall
 from .queue import Queue, QueueError
+from .ranking import RankShowing
 from .team import save_quorum
 
 __all__ = ["AppConfig", "create_app"]
@@ -39,6 +40,15 @@ SECURITY_HEADERS = {
 MAX_ID = 2**63 - 1  # the databases' integer: a bigger id is a client's mistake (422), not an OverflowError (500)
 
 
+class RankIn(BaseModel):
+    """A ranking screen's answer: the letters shown, best first (or `skip`), for the pairs it was leased as."""
+
+    assignment_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=3, max_length=6)
+    order: list[str] = Field(default_factory=list, max_length=4)
+    reason: str = Field(default="", max_length=2000)
+    skip: bool = False
+
+
 class AnswerIn(BaseModel):
     assignment_id: int = Field(ge=1, le=MAX_ID)
     choice: str = Field(pattern="^(A|B|tie|skip)$")
@@ -48,7 +58,7 @@ class AnswerIn(BaseModel):
 def create_app(config: AppConfig) -> FastAPI:
     app = FastAPI(title="rlhf-reward preference collection", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config = config
-    queue = Queue(lambda: connect(config.db), config.quorum, config.lease_seconds)
+    queue = Queue(lambda: connect(config.db), config.quorum, config.lease_seconds, config.rankings)
     conn = connect(config.db)
     try:
         save_quorum(conn, config.quorum)
@@ -107,6 +117,13 @@ def create_app(config: AppConfig) -> FastAPI:
         view = me_view(who)
         if showing is None:
             return {"done": True, **view}
+        if isinstance(showing, RankShowing):
+            ranking = {
+                "assignment_ids": list(showing.assignment_ids),
+                "prompt": showing.prompt,
+                "answers": list(showing.answers),
+            }
+            return {"done": False, "ranking": ranking, **view}
         pair = {"assignment_id": showing.assignment_id, "prompt": showing.prompt, "a": showing.a, "b": showing.b}
         return {"done": False, "pair": pair, **view}
 
@@ -115,6 +132,11 @@ def create_app(config: AppConfig) -> FastAPI:
         # The 200 goes out only after the answer's transaction has committed (fsynced: synchronous=FULL).
         answer_id = queue.answer(who[0], body.assignment_id, body.choice, body.reason.strip())
         return {"ok": True, "answer_id": answer_id}
+
+    @app.post("/api/rank")
+    def rank(body: RankIn, who: Who) -> dict[str, Any]:
+        ranking = queue.rank(who[0], body.assignment_ids, body.order, body.reason.strip(), body.skip)
+        return {"ok": True, "ranking_id": ranking}
 
     @app.post("/api/undo")
     def undo(who: Who) -> dict[str, Any]:

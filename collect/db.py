@@ -52,9 +52,10 @@ CREATE TABLE IF NOT EXISTS answers (
     item_id {ref} NOT NULL REFERENCES items(id), annotator_id {ref} NOT NULL REFERENCES annotators(id),
     choice TEXT NOT NULL CHECK (choice IN ('A', 'B', 'tie', 'skip')), a_is_first INTEGER NOT NULL,
     winner TEXT CHECK (winner IN ('first', 'second', 'tie')), reason TEXT NOT NULL DEFAULT '',
-    created {real} NOT NULL, undone {real});
+    created {real} NOT NULL, undone {real}, ranking {ref});
 CREATE UNIQUE INDEX IF NOT EXISTS one_live_answer ON answers (assignment_id) WHERE undone IS NULL;
 CREATE INDEX IF NOT EXISTS answers_by_item ON answers (item_id);
+-- `ranking`: the pairs one ranking implies share it (the id of its first answer), so they are undone together.
 -- Rewards from the live service, per model, for the `uncertain` and `max-gap` strategies.
 CREATE TABLE IF NOT EXISTS scores (
     completion_id {ref} NOT NULL REFERENCES completions(id), model TEXT NOT NULL, score {real} NOT NULL,
@@ -77,8 +78,20 @@ TYPES = {
 }
 
 
+# Columns added after a database may have been created (CREATE TABLE IF NOT EXISTS leaves an old table as it is).
+ADDED_COLUMNS = [("answers", "ranking", "{ref}")]
+
+
 def schema(dialect: str) -> str:
     return SCHEMA.format(**TYPES[dialect])
+
+
+def _add_columns(conn: Connection, dialect: str) -> None:
+    for table, column, kind in ADDED_COLUMNS:
+        found = conn.execute(f"SELECT * FROM {table} LIMIT 0")
+        names = [d[0] for d in getattr(found, "description", None) or []]
+        if column not in names:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind.format(**TYPES[dialect])}")
 
 
 def _one_line(error: BaseException, location: Location) -> str:
@@ -100,6 +113,7 @@ def open_db(location: Location) -> Connection:
         conn = connect(path)
         conn.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer
         conn.executescript(schema("sqlite"))
+        _add_columns(conn, "sqlite")
     except sqlite3.DatabaseError as e:
         raise StoreError(f"{path}: not a usable SQLite database: {e}") from None
     return conn
@@ -115,6 +129,7 @@ def _open_postgresql(url: str) -> Connection:
     try:
         with transaction(conn):  # under the write lock: two servers starting at once do not race on CREATE
             conn.executescript(schema("postgresql"))
+            _add_columns(conn, "postgresql")
     except psycopg.Error as e:
         conn.close()
         raise StoreError(f"{redact(url)}: not a usable PostgreSQL database: {_one_line(e, url)}") from None

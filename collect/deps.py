@@ -27,6 +27,7 @@ class AppConfig:
     most_per_item: int | None = None  # annotators a disputed pair may get; default per_item + 2
     guidelines: dict[str, str] = field(default_factory=dict)  # language -> Markdown
     max_body_bytes: int = MAX_BODY_BYTES
+    rankings: bool = False  # prompts with 3-4 answers are ranked on one screen
     failed_logins: FailedLogins = field(default_factory=FailedLogins)
 
     @property

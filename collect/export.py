@@ -13,10 +13,11 @@ from typing import Any
 from .agreement import group_votes, majority, summary
 from .progress import disagreements as split_votes
 from .progress import live_votes
+from .ranking import export_rankings
 from .store import Connection
 from .team import load_quorum
 
-FORMATS = ("tutorial", "trl", "ranked", "votes")
+FORMATS = ("tutorial", "trl", "ranked", "votes", "rankings")
 
 
 class ExportError(ValueError):
@@ -143,6 +144,9 @@ def export(conn: Connection, fmt: str, keep_ties: bool = False, min_votes: int =
     kept (ranked format only: chosen/rejected cannot say "equally good"). `votes`: every live vote, one per line."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if fmt == "rankings":  # each annotator's ranking screens as given, best first
+        given = export_rankings(conn)
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in given), {"format": fmt, "records": len(given)}
     if fmt == "votes":
         cast = votes(conn)
         text = "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in cast)

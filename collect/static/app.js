@@ -1,45 +1,29 @@
-// The annotator's page: log in with a token, compare two answers with the keyboard, undo. Candidate text is
-// untrusted model output: it is only ever inserted with textContent (never innerHTML), so markup in it is shown,
-// not run; the server's Content-Security-Policy forbids inline script besides.
+// The annotator's page: log in with a token, compare two answers with the keyboard or the answer bar, undo, read the
+// guidelines. Candidate text is untrusted model output: markdown.js builds it from DOM nodes (never innerHTML), so
+// markup in it is shown, not run; the server's Content-Security-Policy forbids inline script besides.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem("collect-token") || "";
 let current = null; // the pair on screen: {assignment_id, prompt, a, b}
 let busy = false;
+let message = () => ""; // the status line, as a function so that switching language can say it again
+let messageOk = false;
+let guidelines = null; // {en, zh} from /api/guidelines; null when the server has none
+
+const CHOICE_LABEL = { A: "a_better", B: "b_better", tie: "tie" };
+const KEYS = { a: "A", 1: "A", ArrowLeft: "A", b: "B", 2: "B", ArrowRight: "B", t: "tie", "=": "tie", s: "skip" };
 
 function say(text, ok) {
-  $("message").textContent = text;
-  $("message").className = ok ? "ok" : "";
+  message = typeof text === "function" ? text : () => text;
+  messageOk = Boolean(ok);
+  $("message").textContent = message();
+  $("message").className = messageOk ? "ok" : "";
 }
 
-// Readable Markdown without HTML: ``` fences become <pre><code>, `inline code` becomes <code>, the rest keeps its
-// line breaks. Every piece of text goes in through textContent.
-function render(el, text) {
-  el.replaceChildren();
-  const parts = text.split(/^```[^\n]*$/m);
-  parts.forEach((part, i) => {
-    if (i % 2 === 1) {
-      const pre = document.createElement("pre");
-      const code = document.createElement("code");
-      code.textContent = part.replace(/^\n/, "").replace(/\n$/, "");
-      pre.appendChild(code);
-      el.appendChild(pre);
-      return;
-    }
-    if (!part.trim()) return;
-    const p = document.createElement("p");
-    part.replace(/^\n+|\n+$/g, "").split("`").forEach((piece, j) => {
-      if (j % 2 === 1) {
-        const code = document.createElement("code");
-        code.textContent = piece;
-        p.appendChild(code);
-      } else {
-        p.appendChild(document.createTextNode(piece));
-      }
-    });
-    el.appendChild(p);
-  });
+// A button keeps the focus after a click, and Enter or Space would then press it again on the next pair.
+function dropFocus() {
+  if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
 }
 
 async function api(method, path, body) {
@@ -74,24 +58,29 @@ async function loadNext() {
   $("task").hidden = view.done;
   $("done").hidden = !view.done;
   if (current) {
-    render($("prompt"), current.prompt);
-    render($("a"), current.a);
-    render($("b"), current.b);
+    for (const id of ["prompt", "a", "b"]) {
+      renderMarkdown($(id), current[id]);
+      $(id).scrollTop = 0;
+      $(id).scrollLeft = 0;
+    }
     $("task").dataset.assignment = String(current.assignment_id);
     $("reason").value = "";
   }
+  window.scrollTo(0, 0); // a new pair starts at its prompt, not where the last one was left
+  dropFocus();
 }
 
 async function act(work, okText) {
   if (busy) return;
   busy = true;
+  dropFocus();
   try {
     await work();
     await loadNext();
     say(okText, true);
   } catch (e) {
-    if (e.status === 401) logout(t("bad_token"));
-    else say(t("error", { error: e.message }));
+    if (e.status === 401) logout(() => t("bad_token"));
+    else say(() => t("error", { error: e.message }));
   } finally {
     busy = false;
   }
@@ -100,16 +89,54 @@ async function act(work, okText) {
 function choose(choice) {
   if (!current) return;
   const body = { assignment_id: current.assignment_id, choice, reason: $("reason").value };
-  act(() => api("POST", "/api/answer", body), t("saved"));
+  const saved = () => (choice === "skip" ? t("skipped") : t("saved", { choice: t(CHOICE_LABEL[choice]) }));
+  act(() => api("POST", "/api/answer", body), saved);
 }
 
 function undo() {
-  act(() => api("POST", "/api/undo"), t("undone"));
+  act(() => api("POST", "/api/undo"), () => t("undone"));
 }
+
+// ---- guidelines: the current language's, else the other one's; no button when there are none ----
+
+function guideText() {
+  if (!guidelines) return "";
+  const lang = document.documentElement.lang === "zh" ? "zh" : "en";
+  const other = lang === "zh" ? "en" : "zh";
+  return String(guidelines[lang] || "").trim() || String(guidelines[other] || "").trim();
+}
+
+function showGuidelines() {
+  const text = guideText();
+  $("guide-button").hidden = !text;
+  renderMarkdown($("guide-text"), text);
+  if (!text) $("guide").hidden = true;
+}
+
+async function loadGuidelines() {
+  try {
+    guidelines = await api("GET", "/api/guidelines");
+  } catch (e) {
+    guidelines = null; // 404 from a server without guidelines, or any failure: the page works without them
+  }
+  showGuidelines();
+}
+
+function toggleGuide(open) {
+  const show = open === undefined ? $("guide").hidden : open;
+  if (show && !guideText()) return;
+  $("guide").hidden = !show;
+  if (show) $("guide").focus(); // so that the arrow and page keys scroll the guidelines
+  else dropFocus();
+}
+
+// ---- signing in and out ----
 
 function logout(text) {
   token = "";
   sessionStorage.removeItem("collect-token");
+  guidelines = null;
+  showGuidelines();
   $("login").hidden = false;
   $("work").hidden = true;
   say(text || "");
@@ -121,7 +148,7 @@ async function login() {
   try {
     await api("GET", "/api/me");
   } catch (e) {
-    logout(e.status === 401 ? t("bad_token") : t("error", { error: e.message }));
+    logout(e.status === 401 ? () => t("bad_token") : () => t("error", { error: e.message }));
     return;
   }
   sessionStorage.setItem("collect-token", token);
@@ -130,29 +157,38 @@ async function login() {
   $("login").hidden = true;
   $("work").hidden = false;
   say("");
+  await loadGuidelines(); // before the first pair, so that the header does not shift under the annotator's eyes
   await act(async () => {}, "");
 }
 
-const KEYS = { a: "A", 1: "A", ArrowLeft: "A", b: "B", 2: "B", ArrowRight: "B", t: "tie", "=": "tie", s: "skip" };
+// ---- keys: one key one action; Enter and Space are never answers (they press whatever button has the focus) ----
 
 document.addEventListener("keydown", (event) => {
-  if (event.target.id === "token") {
+  const target = event.target;
+  if (target.id === "token") {
     if (event.key === "Enter") login();
     return;
   }
-  if (event.target.id === "reason") {
-    if (event.key === "Escape") event.target.blur();
+  if (target.id === "reason") {
+    if (event.key === "Escape") target.blur();
     return; // typing a reason must not answer
   }
-  if (event.ctrlKey || event.metaKey || event.altKey || $("work").hidden) return;
+  if (target.closest && target.closest("input, textarea, select, [contenteditable]")) return;
+  if (event.repeat || event.ctrlKey || event.metaKey || event.altKey || $("work").hidden) return;
   const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+  if (key === "g" || (key === "Escape" && !$("guide").hidden)) {
+    event.preventDefault();
+    toggleGuide(key === "g" ? undefined : false);
+    return;
+  }
+  if (!$("guide").hidden) return; // the guidelines cover the answers: no answering blind
   if (KEYS[key]) {
     event.preventDefault();
     choose(KEYS[key]);
   } else if (key === "u") {
     event.preventDefault();
     undo();
-  } else if (key === "r") {
+  } else if (key === "r" && current) {
     event.preventDefault();
     $("reason").focus();
   }
@@ -163,6 +199,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("lang").addEventListener("click", () => {
     applyLang(document.documentElement.lang === "zh" ? "en" : "zh");
     if (!$("work").hidden) api("GET", "/api/me").then(showStatus).catch(() => {});
+    showGuidelines();
+    say(message, messageOk);
     $("lang").blur(); // keep the keys for answering, not for pressing this button again
   });
   $("start").addEventListener("click", login);
@@ -170,5 +208,7 @@ document.addEventListener("DOMContentLoaded", () => {
     button.addEventListener("click", () => choose(button.dataset.choice));
   }
   $("undo").addEventListener("click", undo);
+  $("guide-button").addEventListener("click", () => toggleGuide());
+  $("guide-close").addEventListener("click", () => toggleGuide(false));
   if (token) login();
 });

@@ -11,8 +11,9 @@ window.I18N = {
     done: "Nothing left for you to compare. Thank you!",
     signed_in: "Annotator: {name}", counts: "You: {answered} answered, {skipped} skipped",
     progress: "{done} of {needed} answers collected ({complete} of {items} pairs complete)",
-    saved: "Saved.", undone: "Undone: the pair is back.", bad_token: "That token is not valid.",
-    error: "Error: {error}",
+    saved: "Saved: {choice}.", skipped: "Skipped.", undone: "Undone: the pair is back.",
+    bad_token: "That token is not valid.",
+    error: "Error: {error}", guidelines: "Guidelines", close: "Close",
   },
   zh: {
     title: "哪个回答更好？", switch: "English", token_label: "你的标注令牌", start: "开始",
@@ -24,8 +25,8 @@ window.I18N = {
     done: "没有需要你比较的内容了。谢谢！",
     signed_in: "标注员：{name}", counts: "你：已回答 {answered}，已跳过 {skipped}",
     progress: "已收集 {done} / {needed} 个回答（{complete} / {items} 对已完成）",
-    saved: "已保存。", undone: "已撤销：这一对已返回。", bad_token: "令牌无效。",
-    error: "错误：{error}",
+    saved: "已保存：{choice}。", skipped: "已跳过。", undone: "已撤销：这一对已返回。", bad_token: "令牌无效。",
+    error: "错误：{error}", guidelines: "标注指南", close: "关闭",
   },
 };
 

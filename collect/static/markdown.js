@@ -243,10 +243,11 @@
     return -1;
   }
 
-  // The index of the bracket that closes the one at `from`, or -1.
+  // The index of the bracket that closes the one at `from`, or -1. Looked for only so far ahead: "[[[[..." in a long
+  // answer would otherwise cost a scan to the end per bracket.
   function matching(src, from, open, close) {
     let depth = 0;
-    for (let j = from; j < src.length; j++) {
+    for (let j = from; j < Math.min(src.length, from + 2000); j++) {
       if (src[j] === "\\") j++;
       else if (src[j] === open) depth++;
       else if (src[j] === close && --depth === 0) return j;
@@ -366,8 +367,13 @@
 
   // Replaces the contents of `target` with the rendered Markdown of `source`.
   window.renderMarkdown = function (target, source) {
-    const lines = visible(String(source || "")).replace(/\r\n?/g, "\n")
-      .split("\n").map((line) => line.replace(/^\t+/, (tabs) => "    ".repeat(tabs.length)));
-    target.replaceChildren(...blocks(lines, []));
+    const text = visible(String(source || ""));
+    const lines = text.replace(/\r\n?/g, "\n").split("\n")
+      .map((line) => line.replace(/^\t+/, (tabs) => "    ".repeat(tabs.length)));
+    try {
+      target.replaceChildren(...blocks(lines, []));
+    } catch (e) {
+      target.replaceChildren(el("p", "", text)); // nested past the stack's depth: shown as the plain text it is
+    }
   };
 })();

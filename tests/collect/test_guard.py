@@ -86,7 +86,9 @@ def test_a_gigabyte_without_a_token_is_refused_before_it_is_read(tmp_path: Path)
         declared = send_huge(port, chunked=False)
         streamed = send_huge(port, chunked=True)
         after = peak_rss_mb(proc.pid)
-        print(f"1 GiB unauthenticated: declared {declared}, streamed {streamed}; peak RSS {before:.0f} -> {after:.0f} MB")
+        print(
+            f"1 GiB unauthenticated: declared {declared}, streamed {streamed}; peak RSS {before:.0f} -> {after:.0f} MB"
+        )
         assert declared[0].startswith("HTTP/1.1 413") and streamed[0].startswith("HTTP/1.1 413")
         assert streamed[1] < 64 << 20  # refused after the limit, not after the gigabyte
         assert after - before < 50
@@ -158,7 +160,10 @@ def test_annotators_are_managed_and_labels_exported_from_admin(tmp_path: Path) -
         assert set(json.loads(tutorial.text)[0]) == {"question", "chosen", "rejected"}
         assert http.get("/api/admin/export?format=csv", headers=auth(ADMIN)).status_code == 422
         assert http.get("/api/admin/export", headers=auth(made["token"])).status_code == 403
-        assert http.delete("/api/admin/annotators/新人", headers=auth(ADMIN)).json() == {"name": "新人", "revoked": True}
+        assert http.delete("/api/admin/annotators/新人", headers=auth(ADMIN)).json() == {
+            "name": "新人",
+            "revoked": True,
+        }
         assert http.get("/api/next", headers=auth(made["token"])).status_code == 401
         listed = http.get("/api/admin/annotators", headers=auth(ADMIN)).json()["annotators"]
         assert [(a["name"], a["revoked"]) for a in listed] == [("新人", True)]

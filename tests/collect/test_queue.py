@@ -29,14 +29,15 @@ def test_each_pair_goes_to_k_different_annotators_then_leaves_the_queue(engine: 
     for name in "abcd":
         while (showing := queue.next(ids[name], in_order)) is not None:
             seen.setdefault(name, []).append(showing.item_id)
-            queue.answer(ids[name], showing.assignment_id, "A")
+            # Everyone prefers the pair's first answer: no pair is disputed, so none needs a third annotator.
+            queue.answer(ids[name], showing.assignment_id, "A" if showing.a_is_first else "B")
     per_item = Counter(i for items in seen.values() for i in items)
     assert set(per_item.values()) == {2} and len(per_item) == 6
     assert all(len(items) == len(set(items)) for items in seen.values())  # never twice to one person
     assert set(seen) == {"a", "b"}  # a and b filled every pair; nothing was left for c and d
 
 
-def test_skipped_pairs_are_not_reoffered_and_do_not_use_a_slot(engine: Location) -> None:
+def test_skipped_pairs_do_not_use_a_slot_and_come_back_only_while_room_is_left(engine: Location) -> None:
     db = engine
     make_db(db, candidates(1, 2), ["a", "b"])
     ids = ids_of(db)
@@ -44,9 +45,11 @@ def test_skipped_pairs_are_not_reoffered_and_do_not_use_a_slot(engine: Location)
     showing = queue.next(ids["a"], in_order)
     assert showing is not None
     queue.answer(ids["a"], showing.assignment_id, "skip")
-    assert queue.next(ids["a"], in_order) is None  # the only pair was skipped: nothing left for a
     other = queue.next(ids["b"], in_order)
     assert other is not None and other.item_id == showing.item_id  # the skip left the slot free
+    assert queue.next(ids["a"], in_order) is None  # b holds the one slot now: the skipped pair is not a's again
+    queue.answer(ids["b"], other.assignment_id, "A")
+    assert queue.next(ids["a"], in_order) is None
 
 
 def test_sides_are_randomised_per_showing_and_the_winner_recorded_canonically(engine: Location) -> None:
@@ -125,7 +128,8 @@ def test_concurrent_annotators_never_over_fill_a_pair(engine: Location) -> None:
         start.wait()
         while (s := queue.next(ids[name], lambda rows: rng.sample(in_order(rows), len(rows)))) is not None:
             got.append((name, s.item_id))
-            queue.answer(ids[name], s.assignment_id, rng.choice(["A", "B", "tie"]))
+            # One mind about every pair: none is disputed, so each gets exactly its two slots.
+            queue.answer(ids[name], s.assignment_id, "A" if s.a_is_first else "B")
 
     threads = [threading.Thread(target=work, args=(n,)) for n in names]
     for t in threads:

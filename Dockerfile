@@ -69,7 +69,7 @@ FROM source AS collect-build
 # The annotation app needs the server's dependencies and psycopg (PostgreSQL, the team engine), never torch.
 COPY collect ./collect
 RUN sh deploy/install.sh /opt/venv serve \
-    && /opt/venv/bin/python -m pip install --quiet --no-cache-dir "psycopg[binary]>=3.1" \
+    && /opt/venv/bin/python -m pip install --quiet --no-cache-dir "psycopg[binary]>=3.2" \
     && /opt/venv/bin/python -c "import collect.app, psycopg, sys; assert 'torch' not in sys.modules"
 
 FROM base AS collect

@@ -6,6 +6,7 @@ import functools
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -69,8 +70,9 @@ def redact(location: Location) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*/"), parts.fragment))
 
 
-# A string literal, a quoted name, a comment, a cast, a named or positional placeholder, or a percent sign.
-_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|::|:[A-Za-z_]\w*|\?|%")
+# A string literal, a quoted name, a comment, a cast, a named or positional placeholder, or a percent sign. (So the
+# SQL written for both engines never uses PostgreSQL's `?` JSON operators: their functions, jsonb_exists..., do.)
+_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*[\s\S]*?\*/|::|:[A-Za-z_]\w*|\?|%")
 
 
 @functools.lru_cache(maxsize=512)
@@ -173,15 +175,19 @@ class SqliteConnection(Connection):
         self.raw.close()
 
 
-_idle: list[tuple[str, Any]] = []  # (URL, psycopg connection) ready for reuse, oldest first
+# Connections ready for reuse, (URL, psycopg connection, idle since), oldest first: a request opens two or three,
+# and a new PostgreSQL connection is a new server process. One idle for long may have been cut (a firewall, the
+# server's idle_session_timeout), so it is not reused but closed.
+_idle: list[tuple[str, Any, float]] = []
 _idle_lock = threading.Lock()
 MAX_IDLE = 16  # per process, all URLs together: a server keeps its busiest few, tests do not pile up
+MAX_IDLE_SECONDS = 60.0
 
 
 def close_idle() -> None:
     """Close every pooled PostgreSQL connection of this process."""
     with _idle_lock:
-        found = [raw for _, raw in _idle]
+        found = [raw for _, raw, _ in _idle]
         _idle.clear()
     for raw in found:
         raw.close()
@@ -205,9 +211,15 @@ class PgConnection(Connection):
 
     def __init__(self, url: str) -> None:
         self.url = url
+        raw, stale, now = None, [], time.monotonic()
         with _idle_lock:
+            while _idle and now - _idle[0][2] > MAX_IDLE_SECONDS:
+                stale.append(_idle.pop(0)[1])
             pooled = next((i for i in range(len(_idle) - 1, -1, -1) if _idle[i][0] == url), None)
-            raw = _idle.pop(pooled)[1] if pooled is not None else None
+            if pooled is not None:
+                raw = _idle.pop(pooled)[1]
+        for old in stale:
+            old.close()
         self.raw = raw if raw is not None else _pg_connect(url)
 
     def execute(self, sql: str, params: Params = ()) -> Cursor:
@@ -243,7 +255,7 @@ class PgConnection(Connection):
             raw.close()  # mid-transaction or broken: never hand it to someone else
             return
         with _idle_lock:
-            _idle.append((self.url, raw))
+            _idle.append((self.url, raw, time.monotonic()))
             evicted = _idle.pop(0)[1] if len(_idle) > MAX_IDLE else None
         if evicted is not None:
             evicted.close()

@@ -14,6 +14,7 @@
   const QUOTE = /^ {0,3}> ?/;
   const LIST = /^( {0,3})([-*+]|\d{1,9}[.)])(?:([ \t]+)(.*))?$/;
   const TABLE_RULE = /^ {0,3}\|?[ \t]*:?-+:?[ \t]*(\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$/;
+  const MAX_DEPTH = 32;
   const PUNCT = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
 
   function el(tag, className, text) {
@@ -27,10 +28,14 @@
   const isTableStart = (lines, i) =>
     i + 1 < lines.length && lines[i].includes("|") && TABLE_RULE.test(lines[i + 1]) &&
     splitRow(lines[i]).length === splitRow(lines[i + 1]).length;
-  // A line that ends a paragraph by starting a block of its own.
-  const startsBlock = (lines, i) =>
-    FENCE.test(lines[i]) || HEADING.test(lines[i]) || RULE.test(lines[i]) || QUOTE.test(lines[i]) ||
-    LIST.test(lines[i]) || isTableStart(lines, i);
+  // Whether line i starts a block of its own (ending a paragraph, a quote or a list item). Inside a paragraph only a
+  // list that starts at "1." or a bullet does, as in CommonMark: "2023. Revenue grew" goes on with the sentence.
+  function startsBlock(lines, i, inParagraph = false) {
+    const line = lines[i];
+    const item = LIST.exec(line);
+    if (item && (!inParagraph || (item[4] && /^(\D|1\D)/.test(item[2])))) return true;
+    return FENCE.test(line) || HEADING.test(line) || RULE.test(line) || QUOTE.test(line) || isTableStart(lines, i);
+  }
 
   // Cells of a table row, split on "|" outside `code` and not escaped.
   function splitRow(line) {
@@ -61,7 +66,13 @@
 
   // ---- blocks ----
 
-  function blocks(lines, out) {
+  // Block structure of `lines`, appended to `out`. Past MAX_DEPTH quotes/lists in each other the rest is plain text:
+  // each level re-reads its lines, and no one reads a reply nested that deep.
+  function blocks(lines, out, depth = 0) {
+    if (depth > MAX_DEPTH) {
+      out.push(el("p", "", lines.join("\n")));
+      return out;
+    }
     let i = 0;
     while (i < lines.length) {
       const line = lines[i];
@@ -83,10 +94,10 @@
           i++;
         }
         const quote = el("blockquote");
-        quote.append(...blocks(inner, []));
+        quote.append(...blocks(inner, [], depth + 1));
         out.push(quote);
       } else if (LIST.test(line)) {
-        i = list(lines, i, out);
+        i = list(lines, i, out, depth);
       } else if (isTableStart(lines, i)) {
         i = table(lines, i, out);
       } else if (indentOf(line) >= 4) {
@@ -96,7 +107,7 @@
         out.push(codeBlock(code.join("\n"), ""));
       } else {
         const text = [line.trim()];
-        for (i++; i < lines.length && lines[i].trim() && !startsBlock(lines, i); i++) text.push(lines[i].trim());
+        for (i++; i < lines.length && lines[i].trim() && !startsBlock(lines, i, true); i++) text.push(lines[i].trim());
         out.push(inline(el("p"), text.join("\n")));
       }
     }
@@ -127,7 +138,7 @@
     return j + 1;
   }
 
-  function list(lines, i, out) {
+  function list(lines, i, out, depth) {
     const kind = (m) => /\d/.test(m[2]);
     const first = LIST.exec(lines[i]);
     const ordered = kind(first);
@@ -157,7 +168,7 @@
         }
       }
       const li = el("li");
-      li.append(...blocks(item, []));
+      li.append(...blocks(item, [], depth + 1));
       node.appendChild(li);
       let k = j;
       while (k < lines.length && !lines[k].trim()) k++;

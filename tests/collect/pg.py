@@ -6,6 +6,7 @@ server runs as the `postgres` user (or `nobody`): PostgreSQL refuses to run as r
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import itertools
 import os
@@ -13,11 +14,15 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from servers import free_port
+
+PR_SET_PDEATHSIG = 1
 
 
 class Unavailable(RuntimeError):
@@ -32,20 +37,22 @@ def _bindir() -> Path:
     return Path(initdb).parent
 
 
-def _as_user() -> tuple[list[str], int, int]:
-    """The command prefix and uid/gid to run the server with: ourselves, or an unprivileged user when we are root."""
+def _as_user() -> dict[str, Any]:
+    """Popen arguments that run the server as ourselves, or as an unprivileged user when we are root, and stop it
+    (fast shutdown) if this process dies without stopping it: no server outlives a killed test run."""
+
+    def die_with_parent() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+
+    found: dict[str, Any] = {"preexec_fn": die_with_parent if sys.platform == "linux" else None}
     if os.geteuid() != 0:
-        return [], os.getuid(), os.getgid()
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        raise Unavailable("running as root without setpriv: cannot start PostgreSQL as an unprivileged user")
+        return found
     for name in ("postgres", "nobody"):
         try:
             user = pwd.getpwnam(name)
         except KeyError:
             continue
-        prefix = [setpriv, f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
-        return prefix, user.pw_uid, user.pw_gid
+        return {**found, "user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
     raise Unavailable("running as root and neither a `postgres` nor a `nobody` user exists to run PostgreSQL")
 
 
@@ -58,7 +65,8 @@ class Cluster:
         except ImportError:
             raise Unavailable("psycopg is not installed (pip install -e '.[dev]')") from None
         self.bindir = _bindir()
-        self.prefix, uid, gid = _as_user()
+        self.as_user = _as_user()
+        uid, gid = self.as_user.get("user", os.getuid()), self.as_user.get("group", os.getgid())
         # Not under pytest's base folder: that one is 0700 root, and the server's user must reach its files.
         self.root = Path(tempfile.mkdtemp(prefix="collect-pg-"))
         self.data = self.root / "data"
@@ -73,7 +81,7 @@ class Cluster:
         env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
         init = [str(self.bindir / "initdb"), "-D", str(self.data), "-U", "collect", "-A", "trust", "-E", "UTF8"]
         result = subprocess.run(
-            [*self.prefix, *init, "--locale=C", "--no-sync"], capture_output=True, text=True, env=env, cwd=self.root
+            [*init, "--locale=C", "--no-sync"], capture_output=True, text=True, env=env, cwd=self.root, **self.as_user
         )
         if result.returncode != 0:
             self.stop()
@@ -89,7 +97,7 @@ class Cluster:
         cmd = [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.root)]
         cmd += ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "logging_collector=off"]
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 (the server writes it for its whole life)
-        self.proc = subprocess.Popen([*self.prefix, *cmd], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root)
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root, **self.as_user)
         log.close()
         import psycopg
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from labelling import candidates, ids_of, make_db, make_queue
 
@@ -11,6 +10,7 @@ from collect.agreement import Quorum
 from collect.db import connect
 from collect.export import export
 from collect.queue import Queue
+from collect.store import Location
 from collect.team import load_quorum, save_quorum
 
 
@@ -29,8 +29,8 @@ def vote(queue: Queue, who: int, want: dict[int, str]) -> list[int]:
     return seen
 
 
-def test_only_split_pairs_go_to_one_more_annotator_until_settled(tmp_path: Path) -> None:
-    db = tmp_path / "labels.sqlite"
+def test_only_split_pairs_go_to_one_more_annotator_until_settled(engine: Location) -> None:
+    db = engine
     make_db(db, candidates(13, 3), ["ann", "bob", "carl", "dan"])  # 13 prompts x 3 answers = 39 pairs
     ids = ids_of(db)
     quorum = Quorum.of(2)  # two votes each; a 1-1 split needs a third
@@ -68,8 +68,8 @@ def test_only_split_pairs_go_to_one_more_annotator_until_settled(tmp_path: Path)
     assert disagreement["reasons"][0]["reason"] == "first because reasons 1"
 
 
-def test_a_pair_still_split_at_the_most_stays_out_and_is_reported(tmp_path: Path) -> None:
-    db = tmp_path / "labels.sqlite"
+def test_a_pair_still_split_at_the_most_stays_out_and_is_reported(engine: Location) -> None:
+    db = engine
     make_db(db, candidates(1, 2), ["a", "b", "c", "d", "e"])
     ids = ids_of(db)
     quorum = Quorum.of(2, majority=3, most=4)
@@ -85,9 +85,9 @@ def test_a_pair_still_split_at_the_most_stays_out_and_is_reported(tmp_path: Path
     assert report["records"] == 0 and report["no_majority"] == 1  # 2-2: no pair to train on
 
 
-def test_raising_the_bar_reopens_only_what_is_disputed(tmp_path: Path) -> None:
+def test_raising_the_bar_reopens_only_what_is_disputed(engine: Location) -> None:
     """The old way (a higher per-pair count) reopened every pair; a higher majority only the undecided ones."""
-    db = tmp_path / "labels.sqlite"
+    db = engine
     make_db(db, candidates(2, 2), ["a", "b", "c"])
     ids = ids_of(db)
     queue = Queue(lambda: connect(db), Quorum.of(2, majority=1), 600.0)
@@ -97,8 +97,8 @@ def test_raising_the_bar_reopens_only_what_is_disputed(tmp_path: Path) -> None:
     assert vote(stricter, ids["c"], {1: "first", 2: "first"}) == [2]
 
 
-def test_skipped_pairs_come_back_after_everything_else(tmp_path: Path) -> None:
-    db = tmp_path / "labels.sqlite"
+def test_skipped_pairs_come_back_after_everything_else(engine: Location) -> None:
+    db = engine
     make_db(db, candidates(3, 2), ["ann"])
     who = ids_of(db)["ann"]
     queue = make_queue(db, 1)
@@ -115,8 +115,8 @@ def test_skipped_pairs_come_back_after_everything_else(tmp_path: Path) -> None:
     assert [r[0] for r in live] == ["A", "A", "A"]  # the skip was withdrawn when the pair was answered
 
 
-def test_votes_export_is_every_live_vote_as_cast(tmp_path: Path) -> None:
-    db = tmp_path / "labels.sqlite"
+def test_votes_export_is_every_live_vote_as_cast(engine: Location) -> None:
+    db = engine
     make_db(db, candidates(2, 2), ["ann", "bob"])
     ids = ids_of(db)
     queue = make_queue(db, 2)

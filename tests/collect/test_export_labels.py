@@ -81,8 +81,10 @@ def test_ranked_export_invents_no_preference_when_the_order_is_partial(engine: L
     make_db(db, candidates(1, 4), ["ann"])
     ids = ids_of(db)
     queue = make_queue(db, 1)
-    answered = 0
-    while (s := queue.next(ids["ann"], in_order)) is not None:
+    answered, shown = 0, set()
+    # Skipped pairs come back once nothing else is left: the first pair shown again ends the session.
+    while (s := queue.next(ids["ann"], in_order)) is not None and s.item_id not in shown:
+        shown.add(s.item_id)
         # only 0 vs 1 and 2 vs 3 are judged: no order between the two pairs is known
         judged = {s.a[-1], s.b[-1]} in ({"0", "1"}, {"2", "3"})
         queue.answer(ids["ann"], s.assignment_id, ("A" if s.a < s.b else "B") if judged else "skip")

@@ -3,6 +3,7 @@ kept off the command line and out of the log, annotators managed and data export
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -53,10 +54,8 @@ def send_huge(port: int, chunked: bool, total: int = 1 << 30) -> tuple[str, int]
             time.sleep(0.001)
         except (BrokenPipeError, ConnectionResetError):
             break
-        try:
+        with contextlib.suppress(BlockingIOError):
             answer += sock.recv(65536)
-        except BlockingIOError:
-            pass
     sock.settimeout(10)
     try:
         while b"\r\n\r\n" not in answer and (more := sock.recv(65536)):

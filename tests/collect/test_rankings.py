@@ -4,7 +4,6 @@ and as pairs, agreement as Kendall's tau."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,6 +16,7 @@ from collect.db import connect
 from collect.export import export
 from collect.queue import Queue, QueueError
 from collect.ranking import LETTERS, RankShowing, kendall_agreement
+from collect.store import Location
 from collect.strategies import Picker
 
 QUALITY = {"great": 0, "good": 1, "fair": 2, "poor": 3}  # the answer texts say how good they are
@@ -38,8 +38,8 @@ def by_quality(showing: RankShowing) -> list[str]:
     return letters_for(showing, sorted(showing.answers, key=QUALITY.__getitem__))
 
 
-def test_a_ranking_is_stored_as_its_pairs_and_undone_whole(tmp_path: Path) -> None:
-    db = tmp_path / "labels.sqlite"
+def test_a_ranking_is_stored_as_its_pairs_and_undone_whole(engine: Location) -> None:
+    db = engine
     make_db(db, found(), ["ann"])
     me = ids_of(db)["ann"]
     queue = Queue(lambda: connect(db), Quorum.of(1), 600.0, rankings=True)
@@ -78,8 +78,8 @@ def test_a_ranking_is_stored_as_its_pairs_and_undone_whole(tmp_path: Path) -> No
     assert isinstance(again, RankShowing) and len(again.answers) == 3  # back, same screen
 
 
-def test_kendall_tau_between_annotators(tmp_path: Path) -> None:
-    db = tmp_path / "labels.sqlite"
+def test_kendall_tau_between_annotators(engine: Location) -> None:
+    db = engine
     c = Candidates()
     c.add("rank four", ["great", "good", "fair", "poor"])
     make_db(db, c, ["same", "alike", "swap", "reverse"])
@@ -97,8 +97,8 @@ def test_kendall_tau_between_annotators(tmp_path: Path) -> None:
     assert tau == {"rankings": 4, "annotator_pairs": 6, "mean_kendall_tau": round(expected, 4)}
 
 
-def test_the_ranking_screen_over_http(tmp_path: Path) -> None:
-    db = tmp_path / "labels.sqlite"
+def test_the_ranking_screen_over_http(engine: Location) -> None:
+    db = engine
     tokens = make_db(db, found(), ["ann"])
     head = {"Authorization": f"Bearer {tokens['ann']}"}
     config = AppConfig(db, 1, "admin-secret-of-the-test", Picker("random", None, seed=0), rankings=True)

@@ -10,11 +10,15 @@ import time
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from labelling import CLI, candidates, make_db
+from pg import Cluster
 from servers import free_port
 
+from collect.app import AppConfig, create_app
 from collect.db import StoreError, connect, open_db, transaction
 from collect.store import Location, is_url, parse_location, redact, to_pyformat
+from collect.strategies import Picker
 
 
 def test_placeholders_become_pyformat_outside_literals_casts_and_comments() -> None:
@@ -27,7 +31,7 @@ def test_placeholders_become_pyformat_outside_literals_casts_and_comments() -> N
     assert to_pyformat(literal) == (
         "SELECT 'a ? :b %%', \"odd ? name\" FROM t WHERE k LIKE 'quorum.%%' AND v = %s -- what? :no"
     )
-    assert to_pyformat("SELECT 'it''s ?' || ?") == "SELECT 'it''s ?' || %s"
+    assert to_pyformat("SELECT 'it''s ?' || ? /* why? :x */") == "SELECT 'it''s ?' || %s /* why? :x */"
     with pytest.raises(ValueError, match="mixed"):
         to_pyformat("SELECT ?, :a")
 
@@ -113,3 +117,25 @@ def test_the_database_url_from_the_environment_is_the_default(engine: Location, 
     env.pop("COLLECT_DATABASE_URL")
     missing = subprocess.run([*CLI, "add-annotator", "bob"], capture_output=True, text=True, env=env)
     assert missing.returncode == 2 and "--db" in missing.stderr
+
+
+def test_a_postgresql_gone_away_is_503_with_retry_after_then_recovers(postgres: Cluster) -> None:
+    import psycopg
+
+    url = postgres.create_database()
+    name = url.rsplit("/", 1)[1]
+    token = make_db(url, candidates(2, 2), ["ann"])["ann"]
+    auth = {"Authorization": f"Bearer {token}"}
+    with (
+        TestClient(create_app(AppConfig(url, 1, "admin-secret", Picker("random", None)))) as http,
+        psycopg.connect(postgres.url("postgres"), autocommit=True) as admin,
+    ):
+        assert http.get("/api/next", headers=auth).status_code == 200
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        for _ in range(2):  # a pooled connection that was cut, then a new one that is refused
+            gone = http.get("/api/next", headers=auth)
+            assert gone.status_code == 503 and gone.headers["retry-after"] == "1", gone.text
+            assert gone.json()["error"].startswith("database busy, try again")
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        assert http.get("/api/next", headers=auth).json()["done"] is False

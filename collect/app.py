@@ -69,7 +69,7 @@ def create_app(config: AppConfig) -> FastAPI:
         conn = connect(config.db)
         try:
             counts = next((c for c in annotator_counts(conn) if c["name"] == who[1]), {})
-            return {"name": who[1], "counts": counts, "progress": overall(conn, config.per_item)}
+            return {"name": who[1], "counts": counts, "progress": overall(conn, config.quorum)}
         finally:
             conn.close()
 

@@ -9,23 +9,22 @@ from .agreement import Quorum, group_votes, summary
 from .store import Connection
 
 
-def overall(conn: Connection, per_item: int) -> dict[str, Any]:
-    """Slots filled (an item has `per_item` slots; extra answers past that do not count) and items complete."""
-    row = conn.execute(
-        """SELECT COUNT(*) AS items, COALESCE(SUM(CASE WHEN n < :k THEN n ELSE :k END), 0) AS done,
-                  COUNT(*) FILTER (WHERE n >= :k) AS complete
-           FROM (SELECT i.id, (SELECT COUNT(*) FROM answers a WHERE a.item_id = i.id AND a.undone IS NULL
-                                 AND a.choice != 'skip') AS n FROM items i) AS counted""",
-        {"k": per_item},
-    ).fetchone()
-    total = int(row["items"]) * per_item
+def overall(conn: Connection, quorum: Quorum) -> dict[str, Any]:
+    """Votes collected against votes wanted: each pair wants `per_item`, a disputed one as many as the quorum now
+    asks (one more at a time), so a split pair is not "complete" while it waits; votes past that do not count."""
+    labels: dict[int, list[str]] = {int(r[0]): [] for r in conn.execute("SELECT id FROM items").fetchall()}
+    for item, _, label in live_votes(conn):
+        labels.setdefault(item, []).append(label)
+    wanted = {item: quorum.slots(votes) for item, votes in labels.items()}
+    done = sum(min(len(labels[item]), k) for item, k in wanted.items())
+    total = sum(wanted.values())
     return {
-        "items": int(row["items"]),
-        "items_complete": int(row["complete"]),
+        "items": len(labels),
+        "items_complete": sum(len(labels[item]) >= k for item, k in wanted.items()),
         "answers_needed": total,
-        "answers_done": int(row["done"]),
-        "fraction": round(int(row["done"]) / total, 4) if total else 1.0,
-        "annotations_per_item": per_item,
+        "answers_done": done,
+        "fraction": round(done / total, 4) if total else 1.0,
+        "annotations_per_item": quorum.per_item,
     }
 
 
@@ -100,7 +99,7 @@ def admin_view(conn: Connection, quorum: Quorum) -> dict[str, Any]:
     votes = group_votes(live_votes(conn))
     speed = pace(conn)
     return {
-        "progress": overall(conn, quorum.per_item),
+        "progress": overall(conn, quorum),
         "annotators": [{**c, **speed.get(c["name"], {})} for c in annotator_counts(conn)],
         "agreement": summary(votes),
         "disputes": quorum.report(votes),

@@ -118,6 +118,7 @@ function disagreement(d) {
   const list = el("ul");
   for (const v of d.votes) {
     const item = el("li", w("vote", { who: v.annotator, label: WORDS[lang].labels[v.label] || v.label }));
+    item.append(" — ");
     item.appendChild(el("q", v.reason || w("no_reason")));
     list.appendChild(item);
   }

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from models.serving import CheckedScorer
 
-from .core.lifecycle import Lifecycle
+from .core.lifecycle import Lifecycle, Phase
 from .core.metrics import Metrics
 from .core.models import ModelSlot
 from .core.pipeline import Pipeline
@@ -81,13 +81,14 @@ def count_tokens(models: ModelSlot) -> Callable[[str], int]:
 
 def create_app(settings: Settings, opened: CheckedScorer | None = None) -> FastAPI:
     """The app; `opened` is the bundle `python -m service` already opened and checked (else the lifespan opens it)."""
-    metrics = Metrics()
+    metrics = Metrics(settings.drift_window)
     models = ModelSlot(settings, metrics)
     pipeline = Pipeline(settings, metrics, models)
     lifecycle = Lifecycle()
     verifiers = Verifiers(settings, metrics)
     recipes = RecipeSlot(verifiers, count_tokens(models) if settings.model_dir is not None else None)
     running: list[asyncio.AbstractEventLoop] = []
+    metrics.ready.set_function(lambda: float(lifecycle.phase is Phase.READY))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -57,6 +57,26 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, synth
     return out
 
 
+@pytest.fixture(scope="session")
+def two_heads(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Path:
+    """A real bundle with two objectives that disagree on every pair: `friendly` prefers the kind answer, `blunt` the
+    other one (session-wide: the objectives' tests and the monitoring test both serve it)."""
+    from training.fit import main
+
+    folder = tmp_path_factory.mktemp("objectives")
+    records = synthetic_records(240)
+    friendly = write_records(folder / "friendly.jsonl", records[:120])
+    blunt = write_records(
+        folder / "blunt.jsonl", [r | {"chosen": r["rejected"], "rejected": r["chosen"]} for r in records[120:]]
+    )
+    out = folder / "bundle"
+    argv = tiny_fit_argv(tiny_bert, friendly, out, min_int8_agreement=0.9, objective_weights="friendly=0.75,blunt=0.25")
+    data = argv.index("--data")
+    argv[data + 1 : data + 2] = [f"friendly={friendly}", f"blunt={blunt}"]
+    assert main(argv) == 0
+    return out
+
+
 @pytest.fixture
 def serve() -> Iterator[Callable[..., Any]]:
     """`serve(bundle, *flags, **RM_env)`: a live `python -m service` on loopback, ready, and stopped when the test

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from .drift import DriftWindow
+
 LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 TOKENS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
@@ -12,9 +14,14 @@ SCORES = (-10, -5, -3, -2, -1, -0.5, 0, 0.5, 1, 2, 3, 5, 10)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, drift_window: int = 4096) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self.drift = DriftWindow(drift_window)  # rm_drift_*: computed on scrape, off the request path
+        r.register(self.drift)
+        self.ready = Gauge(
+            "rm_ready", "1 while /readyz answers 200 (loaded, warmed up, not draining), else 0.", registry=r
+        )
         self.requests = Counter(
             "rm_requests", "HTTP requests by endpoint and status.", ["endpoint", "status"], registry=r
         )
@@ -69,6 +76,9 @@ class Metrics:
             registry=r,
         )
         self.dropped = Counter("rm_dropped_pairs", "Pairs dropped because their client went away.", registry=r)
+        self.reload_failures = Counter(
+            "rm_reload_failures", "/admin/reload requests refused (422); the old model or recipe kept serving.", registry=r
+        )
         self.reference_diff = Gauge(
             "rm_reference_max_abs_diff",
             "Live model: largest |served - exported| reward over the bundle's reference probes at load (NaN: not "
@@ -76,6 +86,13 @@ class Metrics:
             registry=r,
         )
         self.reference_diff.set(float("nan"))
+        self.reference_limit = Gauge(
+            "rm_reference_limit",
+            "Live model: the largest reference distance the load check accepts (RM_REFERENCE_TOLERANCE x the fp32 "
+            "reward std; NaN: not checked).",
+            registry=r,
+        )
+        self.reference_limit.set(float("nan"))
 
         self.component_latency = Histogram(
             "rm_component_seconds",

@@ -140,6 +140,8 @@ class ModelSlot:
             old, self.live = self.live, new
             self.metrics.set_model(new.model_id, new.bundle.meta.base_model, new.precision, new.provider)
             self.metrics.reference_diff.set(new.reference.max_abs_diff if new.reference else float("nan"))
+            self.metrics.reference_limit.set(new.reference.limit if new.reference else float("nan"))
+            self.metrics.drift.use_model(new.model_id, new.stats, new.bundle.meta.objectives)
         if old is not None:
             task = asyncio.get_running_loop().create_task(self._retire(old))
             self._retiring.add(task)

@@ -202,8 +202,11 @@ class Pipeline:
         self.metrics.pairs.inc(len(heads))
         if truncated.any():
             self.metrics.truncated.inc(int(truncated.sum()))
-        for value in result.raw.tolist():
+        raw = result.raw
+        for value in raw.tolist():
             self.metrics.scores.observe(value)
+        # An append; the drift statistics are computed when /metrics is scraped.
+        self.metrics.drift.record(model.model_id, raw, heads if heads.ndim == 2 else None, truncated, job.completions)
         return result
 
     def close(self) -> None:

@@ -150,7 +150,9 @@ class Rewarder:
                     raise InvalidInput(f"model component: {e}") from None
             else:
                 by_component[component.spec.label] = next(verified_iter)
-        return self._combine(by_component, len(samples), model_result)
+        rewards = self._combine(by_component, len(samples), model_result)
+        self.metrics.drift.record_components(rewards.components)
+        return rewards
 
     async def _timed(self, component: Component, batch: Batch) -> list[Outcome]:
         started = time.perf_counter()

@@ -105,6 +105,13 @@ class Settings(BaseSettings):
         description="Default of every request's `normalize`: rewards as (r - mean) / std with the bundle's "
         "evaluation statistics (OpenRLHF serve_rm's --reward.normalize_enable). A request's own `normalize` wins.",
     )
+    drift_window: int = Field(
+        4096,
+        ge=0,
+        le=1_000_000,
+        description="Reward-drift signals (rm_drift_* gauges, /info's `drift`) over the last this many scored pairs; "
+        "computed when /metrics is scraped, not per request. 0: off.",
+    )
     warmup: bool = Field(True, description="Run one inference before reporting ready.")
     drain_seconds: float | None = Field(
         None,

@@ -13,6 +13,7 @@ from models.objectives import weight_vector
 
 from ..core.errors import NotReady, ReloadRefused
 from ..core.lifecycle import Phase
+from ..core.metrics import Metrics
 from ..core.settings import Settings
 from ..web.bodies import BoundedJSONRoute
 from ..web.deps import LifecycleDep, MetricsDep, ModelsDep, RecipesDep, SettingsDep
@@ -33,6 +34,7 @@ async def reload(
     recipes: RecipesDep,
     lifecycle: LifecycleDep,
     settings: SettingsDep,
+    metrics: MetricsDep,
     body: ReloadRequest | None = None,
 ) -> dict[str, Any]:
     """Load a bundle beside the live one, warm it up, then swap it in; a broken bundle is refused and the old
@@ -48,26 +50,30 @@ async def reload(
         recipe = str(settings.reward_recipe) if settings.reward_recipe else None
     answer: dict[str, Any] = {"model_id": previous, "previous_model_id": previous, "bundle": None}
     if model_dir is not None:
-        target = _inside(model_dir, settings, previous, "model_dir")
+        target = _inside(model_dir, settings, previous, "model_dir", metrics)
         try:
             new = await models.load(str(target))
         except Exception as e:  # BundleError, or an ONNX graph the runtime cannot load
+            metrics.reload_failures.inc()
             raise ReloadRefused(f"reload refused, still serving {previous}: {e}") from e
         answer |= {"model_id": new.model_id, "bundle": str(new.bundle.path)}
     if recipe is not None:
         try:
-            loaded = await recipes.load(str(_inside(recipe, settings, previous, "reward_recipe")))
+            loaded = await recipes.load(str(_inside(recipe, settings, previous, "reward_recipe", metrics)))
         except ReloadRefused:
+            metrics.reload_failures.inc()
             raise
         except Exception as e:  # RecipeError, a sandbox that cannot run: the old recipe keeps serving
+            metrics.reload_failures.inc()
             raise ReloadRefused(f"reload refused, the recipe stays as it was: {e}", field="reward_recipe") from e
         answer["reward_recipe"] = loaded.recipe.source
     return answer
 
 
-def _inside(path: str, settings: Settings, previous: str | None, field: str) -> Path:
+def _inside(path: str, settings: Settings, previous: str | None, field: str, metrics: Metrics) -> Path:
     target = reload_target(path, settings.reload_root)
     if target is None:
+        metrics.reload_failures.inc()
         # Said the same way whether or not the path exists: the answer reveals nothing outside the root.
         raise ReloadRefused(
             f"reload refused, still serving {previous}: {field} must name a path inside the model root (RM_MODEL_ROOT)",
@@ -102,8 +108,11 @@ async def readyz(lifecycle: LifecycleDep, models: ModelsDep) -> dict[str, str | 
 
 
 @router.get("/info", responses={503: {"model": ErrorResponse}})
-async def info(request: Request, models: ModelsDep, recipes: RecipesDep, settings: SettingsDep) -> dict[str, Any]:
-    """What is being served and how. The bundle's folder on disk is shown only with the admin key."""
+async def info(
+    request: Request, models: ModelsDep, recipes: RecipesDep, settings: SettingsDep, registry: MetricsDep
+) -> dict[str, Any]:
+    """What is being served and how, and the reward-drift signals over the last scored pairs. The bundle's folder on
+    disk is shown only with the admin key."""
     recipe = recipes.live.describe() if recipes.live else None
     model = models.live
     if model is None:
@@ -150,6 +159,7 @@ async def info(request: Request, models: ModelsDep, recipes: RecipesDep, setting
         "eval_accuracy": overall.get("accuracy") if isinstance(overall.get("accuracy"), float) else None,
         "auth": settings.api_key is not None,
         "reward_recipe": recipe,
+        "drift": registry.drift.info() if registry.drift.enabled else None,
         "version": request.app.version,
     }
 

@@ -9,31 +9,13 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from builders import synthetic_records, tiny_fit_argv, write_records
+from builders import synthetic_records, write_records
 from servers import LiveServer, make_client
 
 from models.bundle import read_bundle
 from models.runtime import BundleScorer
 from service.client import RewardFunction
 from training.data import DataError, load_objectives, objective_groups
-from training.fit import main
-
-
-@pytest.fixture(scope="module")
-def two_heads(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Path:
-    """Two objectives that disagree on every pair: `friendly` prefers the kind answer, `blunt` the other one."""
-    folder = tmp_path_factory.mktemp("objectives")
-    records = synthetic_records(240)
-    friendly = write_records(folder / "friendly.jsonl", records[:120])
-    blunt = write_records(
-        folder / "blunt.jsonl", [r | {"chosen": r["rejected"], "rejected": r["chosen"]} for r in records[120:]]
-    )
-    out = folder / "bundle"
-    argv = tiny_fit_argv(tiny_bert, friendly, out, min_int8_agreement=0.9, objective_weights="friendly=0.75,blunt=0.25")
-    data = argv.index("--data")
-    argv[data + 1 : data + 2] = [f"friendly={friendly}", f"blunt={blunt}"]
-    assert main(argv) == 0
-    return out
 
 
 def test_objective_groups_and_columns(tmp_path: Path) -> None:

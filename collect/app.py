@@ -24,7 +24,7 @@ __all__ = ["AppConfig", "create_app"]
 
 STATIC = Path(__file__).parent / "static"
 PAGES = {"/": "index.html", "/admin": "admin.html"}
-ASSETS = {"app.js", "admin.js", "i18n.js", "style.css", "markdown.js"}
+ASSETS = {"app.js", "admin.js", "i18n.js", "style.css", "markdown.js", "rank.js"}
 # Candidate text is untrusted model output: the page only ever sets it with textContent, and this policy forbids
 # inline script, inline handlers (<img onerror>), eval, plugins, framing and any other origin besides.
 CSP = (

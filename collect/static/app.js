@@ -1,6 +1,7 @@
-// The annotator's page: log in with a token, compare two answers with the keyboard or the answer bar, undo, read the
-// guidelines. Candidate text is untrusted model output: markdown.js builds it from DOM nodes (never innerHTML), so
-// markup in it is shown, not run; the server's Content-Security-Policy forbids inline script besides.
+// The annotator's page: log in with a token, compare two answers with the keyboard or the answer bar (3-4 answers:
+// rank.js's screen), undo, read the guidelines. Candidate text is untrusted model output: markdown.js builds it from
+// DOM nodes (never innerHTML), so markup in it is shown, not run; the server's Content-Security-Policy forbids inline
+// script besides.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -54,16 +55,18 @@ function showStatus(view) {
 async function loadNext() {
   const view = await api("GET", "/api/next");
   showStatus(view);
-  current = view.done ? null : view.pair;
+  current = (!view.done && view.pair) || null;
+  const ranking = (!view.done && view.ranking) || null; // 3-4 answers at once: rank.js's screen
   $("task").hidden = view.done;
   $("done").hidden = !view.done;
-  if (current) {
-    for (const id of ["prompt", "a", "b"]) {
-      renderMarkdown($(id), current[id]);
+  window.Rank.show(ranking);
+  if (current || ranking) {
+    for (const id of current ? ["prompt", "a", "b"] : ["prompt"]) {
+      renderMarkdown($(id), (current || ranking)[id]);
       $(id).scrollTop = 0;
       $(id).scrollLeft = 0;
     }
-    $("task").dataset.assignment = String(current.assignment_id);
+    $("task").dataset.assignment = current ? String(current.assignment_id) : "rank:" + ranking.assignment_ids;
     $("reason").value = "";
   }
   window.scrollTo(0, 0); // a new pair starts at its prompt, not where the last one was left
@@ -94,7 +97,7 @@ function choose(choice) {
 }
 
 function undo() {
-  act(() => api("POST", "/api/undo"), () => t("undone"));
+  act(() => api("POST", "/api/undo"), () => t(window.Rank.active() ? "rank_undone" : "undone"));
 }
 
 // ---- guidelines: the current language's, else the other one's; no button when there are none ----
@@ -182,13 +185,16 @@ document.addEventListener("keydown", (event) => {
     return;
   }
   if (!$("guide").hidden) return; // the guidelines cover the answers: no answering blind
-  if (KEYS[key]) {
+  const ranking = window.Rank.active(); // its letters, Backspace, K and S are rank.js's
+  if (ranking && window.Rank.key(key)) {
+    event.preventDefault();
+  } else if (!ranking && KEYS[key]) {
     event.preventDefault();
     choose(KEYS[key]);
   } else if (key === "u") {
     event.preventDefault();
     undo();
-  } else if (key === "r" && current) {
+  } else if (key === "r" && (current || ranking)) {
     event.preventDefault();
     $("reason").focus();
   }

@@ -77,7 +77,9 @@ class Metrics:
         )
         self.dropped = Counter("rm_dropped_pairs", "Pairs dropped because their client went away.", registry=r)
         self.reload_failures = Counter(
-            "rm_reload_failures", "/admin/reload requests refused (422); the old model or recipe kept serving.", registry=r
+            "rm_reload_failures",
+            "/admin/reload requests refused (422); the old model or recipe kept serving.",
+            registry=r,
         )
         self.reference_diff = Gauge(
             "rm_reference_max_abs_diff",

@@ -13,7 +13,8 @@ from models.objectives import weight_vector
 
 from ..core.errors import NotReady, ReloadRefused
 from ..core.lifecycle import Phase
-from ..core.metrics import Metrics
+from ..core.models import ModelSlot
+from ..core.rewards import RecipeSlot
 from ..core.settings import Settings
 from ..web.bodies import BoundedJSONRoute
 from ..web.deps import LifecycleDep, MetricsDep, ModelsDep, RecipesDep, SettingsDep
@@ -42,6 +43,16 @@ async def reload(
     root (RM_MODEL_ROOT) load; a relative `model_dir` is taken from there. `reward_recipe` swaps the reward recipe
     (alone: the model stays); an empty body reloads the configured bundle and recipe."""
     lifecycle.check_accepting()
+    try:
+        return await _reload(models, recipes, settings, body)
+    except ReloadRefused:
+        metrics.reload_failures.inc()  # what the reload alert watches (a counter present from the start)
+        raise
+
+
+async def _reload(
+    models: ModelSlot, recipes: RecipeSlot, settings: Settings, body: ReloadRequest | None
+) -> dict[str, Any]:
     previous = models.live.model_id if models.live else None
     model_dir = body.model_dir if body else None
     recipe = body.reward_recipe if body else None
@@ -50,30 +61,26 @@ async def reload(
         recipe = str(settings.reward_recipe) if settings.reward_recipe else None
     answer: dict[str, Any] = {"model_id": previous, "previous_model_id": previous, "bundle": None}
     if model_dir is not None:
-        target = _inside(model_dir, settings, previous, "model_dir", metrics)
+        target = _inside(model_dir, settings, previous, "model_dir")
         try:
             new = await models.load(str(target))
         except Exception as e:  # BundleError, or an ONNX graph the runtime cannot load
-            metrics.reload_failures.inc()
             raise ReloadRefused(f"reload refused, still serving {previous}: {e}") from e
         answer |= {"model_id": new.model_id, "bundle": str(new.bundle.path)}
     if recipe is not None:
         try:
-            loaded = await recipes.load(str(_inside(recipe, settings, previous, "reward_recipe", metrics)))
+            loaded = await recipes.load(str(_inside(recipe, settings, previous, "reward_recipe")))
         except ReloadRefused:
-            metrics.reload_failures.inc()
             raise
         except Exception as e:  # RecipeError, a sandbox that cannot run: the old recipe keeps serving
-            metrics.reload_failures.inc()
             raise ReloadRefused(f"reload refused, the recipe stays as it was: {e}", field="reward_recipe") from e
         answer["reward_recipe"] = loaded.recipe.source
     return answer
 
 
-def _inside(path: str, settings: Settings, previous: str | None, field: str, metrics: Metrics) -> Path:
+def _inside(path: str, settings: Settings, previous: str | None, field: str) -> Path:
     target = reload_target(path, settings.reload_root)
     if target is None:
-        metrics.reload_failures.inc()
         # Said the same way whether or not the path exists: the answer reveals nothing outside the root.
         raise ReloadRefused(
             f"reload refused, still serving {previous}: {field} must name a path inside the model root (RM_MODEL_ROOT)",

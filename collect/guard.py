@@ -11,6 +11,7 @@ from collections import deque
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+MAX_CLIENTS = 10_000  # addresses with recent failed logins kept before the quiet ones are forgotten
 MAX_BODY_BYTES = 256 * 1024  # an answer with its 2,000-character reason is under 10 KB; admin bodies are smaller
 
 
@@ -122,3 +123,6 @@ class FailedLogins:
         now = time.monotonic()
         with self._lock:
             self._recent(client, now).append(now)
+            if len(self._failures) > MAX_CLIENTS:  # a scan from many addresses: forget the ones gone quiet
+                for quiet in [c for c, f in self._failures.items() if f[-1] <= now - self.window]:
+                    del self._failures[quiet]

@@ -206,12 +206,13 @@ class Queue:
             # Disputed pairs first (a split holds up the export), then in the strategy's order (a stable sort).
             wanted = sorted(order(offered.pool), key=lambda i: i not in offered.disputed)
             with transaction(conn):
-                free = {int(r["id"]) for r in self.available(conn, annotator).pool}
+                now_offered = self.available(conn, annotator)
+                free = {int(r["id"]) for r in now_offered.pool}
                 if not free:
                     return None
                 # Someone may have taken the wanted items meanwhile: the first still free, else any free one.
                 item = next((i for i in wanted if i in free), None) or self.rng.choice(sorted(free))
-                group = self._group(conn, item, {int(r["id"]) for r in self.available(conn, annotator).fresh})
+                group = self._group(conn, item, {int(r["id"]) for r in now_offered.fresh})
                 shuffled = sorted({c for _, first, second in group for c in (first, second)})
                 self.rng.shuffle(shuffled)  # the order shown, one per showing; each pair's sides follow from it
                 now = time.time()

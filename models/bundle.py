@@ -32,10 +32,12 @@ from .formatting import FormatSpec
 from .messages import FormatError
 from .records import BundleError, ExportChecks, Reference, RewardHead, RewardStats
 
-SCHEMA_VERSION = 2
-# Version 1 bundles read as version 2 ones: 2 added FormatSpec.append_eos (v1 decoders always appended EOS, its
-# default), BundleMeta.reward_head and external-data files, none of which a v1 bundle has.
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+# Older bundles read as version 3 ones: 2 added FormatSpec.append_eos (v1 decoders always appended EOS, its
+# default), BundleMeta.reward_head and external-data files, none of which a v1 bundle has; 3 added
+# FormatSpec.truncation and truncation_marker (every older bundle cut the prompt from the left: "left", the default).
+READABLE_VERSIONS = (1, 2, 3)
+TRUNCATION_FIELDS = ("truncation", "truncation_marker")
 META_FILE = "reward_model.json"
 TOKENIZER_FILE = "tokenizer.json"
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
@@ -101,6 +103,8 @@ class BundleMeta:
         if unknown:
             raise BundleError(f"unknown metadata fields: {', '.join(sorted(unknown))}")
         try:
+            if version < 3 and set(TRUNCATION_FIELDS) & set(fields["formatting"]):
+                raise BundleError(f"invalid metadata: schema {version} has no {' or '.join(TRUNCATION_FIELDS)}")
             fields["formatting"] = FormatSpec.from_dict(fields["formatting"])
             objectives = list(fields.get("objectives", []))
             fields["reward_stats"] = {

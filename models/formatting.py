@@ -5,8 +5,9 @@ tokenises through it (with the bundle's tokenizer.json), so train/serve parity h
 Three kinds, recorded in the bundle as a `FormatSpec`:
 
 - ``pair`` (encoders): the tokenizer's text-pair encoding ``(prompt, completion)``. When the pair is too long
-  the prompt loses tokens from its *left* first (the completion, where the quality is, survives); only if the
-  completion alone would not fit beside a quarter of the budget is the completion cut, from its right.
+  the prompt is cut first by the spec's `truncation` policy (models.truncation: ``left`` keeps its tail,
+  ``head-tail`` its head and tail around a marker); only if the completion alone would not fit beside a quarter
+  of the budget is the completion cut, from its right.
 - ``chat`` (decoders with a chat template): the template rendered over ``user`` + ``assistant`` messages,
   EOS appended, cut from the left; the reward is read at the last real token (see training.model).
 - ``concat`` (decoders without a template): ``prompt + completion``, tokenizer specials, EOS appended, cut from
@@ -27,6 +28,7 @@ from tokenizers import Tokenizer
 
 from .chat_template import render_chat
 from .messages import FormatError, Text, completion_text, prompt_text
+from .truncation import DEFAULT_MARKER, TRUNCATIONS, Truncation, cut_pair
 
 Kind = Literal["pair", "chat", "concat"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -48,6 +50,10 @@ class FormatSpec:
     # Decoders: append EOS when the text does not end with it (our fits read the reward there). Imported models
     # are fed exactly their documented usage, which appends nothing (the chat template closes the turn itself).
     append_eos: bool = True
+    # Which prompt tokens an over-long pair keeps (models.truncation); schema 3. Older bundles mean "left".
+    truncation: Truncation = "left"
+    # The text put where head-tail cut the prompt's middle, tokenised with the bundle's tokenizer.
+    truncation_marker: str = DEFAULT_MARKER
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -56,6 +62,11 @@ class FormatSpec:
             raise FormatError(f"max_length must be at least 8, got {self.max_length}")
         if self.kind == "chat" and not self.chat_template:
             raise FormatError("formatting kind 'chat' needs a chat_template")
+        if self.truncation not in TRUNCATIONS:
+            raise FormatError(f"unknown truncation {self.truncation!r} (known: {', '.join(TRUNCATIONS)})")
+        # Decoders cut one rendered text, where the prompt's head is not separable from the template's markup.
+        if self.truncation == "head-tail" and self.kind != "pair":
+            raise FormatError(f"truncation 'head-tail' needs the 'pair' formatting (encoders), not {self.kind!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +126,8 @@ class Formatter:
             self._budget = spec.max_length - self._layout.n_special
             if self._budget < 2:
                 raise FormatError(f"max_length {spec.max_length} leaves no room for text after special tokens")
+            marker = spec.truncation_marker if spec.truncation == "head-tail" else ""
+            self._marker = tokenizer.encode(marker, add_special_tokens=False).ids if marker else []
         elif spec.append_eos and spec.eos_token_id is None:
             raise FormatError(f"formatting kind {spec.kind!r} appends EOS and needs eos_token_id")
 
@@ -167,17 +180,14 @@ class Formatter:
         unique = list(dict.fromkeys(p_texts))
         p_ids = dict(zip(unique, (e.ids for e in self._encode_batch(unique, False)), strict=True))
         c_ids = [e.ids for e in self._encode_batch(c_texts, False)]
-        layout, budget = self._layout, self._budget
+        layout, budget, policy, marker = self._layout, self._budget, self.spec.truncation, self._marker
         out = []
         for pt, c in zip(p_texts, c_ids, strict=True):
             p = p_ids[pt]
-            truncated = len(p) + len(c) > budget
-            if truncated:
-                keep_c = min(len(c), budget - min(len(p), budget // 4))
-                keep_p = budget - keep_c
-                p = p[len(p) - keep_p :] if keep_p else []
-                c = c[:keep_c]
-            out.append(layout.build(p, c, truncated))
+            if len(p) + len(c) > budget:
+                out.append(layout.build(*cut_pair(p, c, budget, policy, marker)))
+            else:
+                out.append(layout.build(p, c))
         return out
 
     def _encode_decoder(self, texts: Sequence[Any]) -> list[Encoded]:

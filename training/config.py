@@ -13,6 +13,13 @@ DEFAULT_DATA = Path(__file__).parent / "default_data" / "preferences.json"
 # What the reward head reads (training.model); "head" (the model's own forward, as transformers scores it) is what
 # imported models use.
 Pooling = Literal["auto", "cls", "completion-mean", "last", "head"]
+# Which prompt tokens an over-long pair keeps (models.truncation).
+Truncation = Literal["left", "head-tail"]
+TRUNCATION_HELP = (
+    "Which prompt tokens an over-long pair keeps: 'left' (its tail: the latest turns) or 'head-tail' (its first and "
+    "last tokens around a '[…]' marker: the instruction and question at the top survive; encoders only). The "
+    "completion is cut last either way."
+)
 # Graphs with more weight bytes keep them in one data file: under protobuf's 2 GB limit, with room for the graph.
 EXTERNAL_DATA_BYTES = 1_800_000_000
 
@@ -71,10 +78,11 @@ class FitConfig:
     )
     grad_accum: int = _opt("Gradient accumulation steps.", default=1)
     max_length: int = _opt(
-        "Tokens per (prompt, completion) sequence; longer pairs lose prompt tokens from "
-        "the left first, never the whole pair.",
+        "Tokens per (prompt, completion) sequence; longer pairs lose prompt tokens first (--truncation), "
+        "never the whole pair.",
         default=256,
     )
+    truncation: Truncation = _opt(TRUNCATION_HELP, default="left")
     center_rewards_coefficient: float | None = _opt(
         "Weight of TRL's reward-centering term coef·mean((r_chosen + r_rejected)²); off by default.", default=None
     )
@@ -149,6 +157,7 @@ class ImportConfig:
         default="auto",
     )
     max_length: int | None = _opt("Tokens per text (default: the model's, at most 4096).", default=None)
+    truncation: Truncation = _opt(TRUNCATION_HELP, default="left")
     precisions: str = _opt(
         "Graphs to ship, comma-separated: fp32 (always), int8 (CPU; needs --eval-data), fp16 (GPU).",
         default="fp32,fp16",

@@ -111,7 +111,7 @@ def train(cfg: FitConfig, train_pairs: Sequence[PreferencePair]) -> TrainResult:
     if frozen_layers or cfg.freeze_embeddings:
         trainable = freeze_lower(model, frozen_layers, cfg.freeze_embeddings)
         log.info("embeddings and %d lowest layers frozen: %d parameters train", frozen_layers, trainable)
-    spec = format_spec(tokenizer, architecture, model_max_length(model, cfg.max_length))
+    spec = format_spec(tokenizer, architecture, model_max_length(model, cfg.max_length), truncation=cfg.truncation)
     formatter = Formatter(backend(tokenizer), spec)
     dataset = PairDataset(train_pairs, formatter, objectives)
     log.info(

@@ -52,6 +52,7 @@ def load_reward_model(
     label_index: int | None = None,
     append_eos: bool = False,
     trust_remote_code: bool = False,
+    truncation: str = "left",
 ) -> Imported:
     """Load `source` (folder or hub id) in fp32, check it, and decide its formatting; ImportRefused if it cannot be
     served as transformers scores it."""
@@ -104,7 +105,7 @@ def load_reward_model(
         limit = min(limit, DEFAULT_MAX_LENGTH)
     try:
         kind = "concat" if formatting == "plain" else formatting  # `plain`: the name older bundles' docs used
-        spec = format_spec(tokenizer, architecture, limit, kind, append_eos)
+        spec = format_spec(tokenizer, architecture, limit, kind, append_eos, truncation)
     except FormatChoiceError as e:
         raise ImportRefused(f"{source}: --{e}") from None
     reward_model = RewardModel(model, architecture, pooling, index, heads=len(objectives) or 1).eval()

@@ -32,11 +32,17 @@ def chat_template(tokenizer: Any) -> str | None:
 
 
 def format_spec(
-    tokenizer: Any, architecture: str, max_length: int, formatting: str = "auto", append_eos: bool = True
+    tokenizer: Any,
+    architecture: str,
+    max_length: int,
+    formatting: str = "auto",
+    append_eos: bool = True,
+    truncation: str = "left",
 ) -> FormatSpec:
     """How a model's text is formatted. `auto`: encoders get the text pair, decoders their chat template, else plain
     concatenation (`concat`). `append_eos`: decoders' texts end with EOS (our fits read the reward there; imported
-    models get exactly their documented usage, which appends nothing)."""
+    models get exactly their documented usage, which appends nothing). `truncation`: which prompt tokens an
+    over-long pair keeps (models.truncation; `head-tail` needs the text pair)."""
     if formatting not in FORMATTINGS:
         raise FormatChoiceError(f"formatting {formatting!r}: choose from {', '.join(FORMATTINGS)}")
     template = chat_template(tokenizer)
@@ -44,7 +50,9 @@ def format_spec(
     if kind == "auto":
         kind = "pair" if architecture == "encoder" else ("chat" if template else "concat")
     if kind == "pair":
-        return FormatSpec("pair", max_length)
+        return FormatSpec("pair", max_length, truncation=truncation)  # type: ignore[arg-type]
+    if truncation != "left":
+        raise FormatChoiceError(f"truncation {truncation!r} needs the text-pair formatting (encoders), not {kind}")
     eos = tokenizer.eos_token_id
     if eos is None and (append_eos or kind == "concat"):
         eos = tokenizer.pad_token_id

@@ -98,7 +98,7 @@ class ScoreResponse(BaseModel):
         "components (null where a component failed with `on_failure: null`)."
     )
     model: str | None = Field(description="The bundle that scored (null: a verifier-only recipe).")
-    truncated: int = Field(description="How many pairs were cut to the model's max length (prompt's left first).")
+    truncated: int = Field(description="How many pairs were cut to the model's max length (prompt first).")
     objectives: dict[str, list[float]] | None = OBJECTIVES
     components: dict[str, list[float | None]] | None = Field(
         None, description="With a reward recipe: each component's value per pair, by name."

@@ -141,6 +141,7 @@ async def info(
         "provider": model.provider,
         "reference_check": model.reference.to_dict() if model.reference else None,
         "formatting": meta.formatting.kind,
+        "truncation": meta.formatting.truncation,  # which prompt tokens an over-long pair keeps (schema 3)
         # family, pooling, where the reward is read (bundles from v2 on)
         "reward_head": meta.reward_head.to_dict() if meta.reward_head else None,
         "objectives": meta.objectives or None,

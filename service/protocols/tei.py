@@ -28,7 +28,7 @@ class TeiRequest(OneShape):
     truncate: StrictBool | None = Field(
         None,
         description="null: TEI's default since 1.9 (cut); true: cut an input over the model's max length as "
-        "training did (the prompt's left first); false: refuse it (422).",
+        "training did (the prompt first, by the bundle's truncation policy); false: refuse it (422).",
     )
     truncation_direction: Literal["Left", "Right", "left", "right"] = Field(
         "Right", description="Accepted for TEI clients; the bundle's own cut (as in training) applies."

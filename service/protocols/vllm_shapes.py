@@ -68,7 +68,7 @@ class VllmRequest(OneShape):
     truncate_prompt_tokens: Literal[-1] | None = Field(
         None,
         description="null: an input longer than the model's max length is refused (400), as vLLM does; -1: cut to "
-        "that length as training did (the prompt's left first). Other lengths are refused: the cut is the bundle's.",
+        "that length as training did (prompt first). Other lengths are refused: the cut is the bundle's.",
     )
 
     @field_validator("truncate_prompt_tokens", mode="before")

@@ -27,7 +27,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         imported = load_reward_model(
-            cfg.model, cfg.formatting, cfg.max_length, cfg.label_index, cfg.append_eos, cfg.trust_remote_code
+            cfg.model,
+            cfg.formatting,
+            cfg.max_length,
+            cfg.label_index,
+            cfg.append_eos,
+            cfg.trust_remote_code,
+            cfg.truncation,
         )
         eval_files = {f: load_pairs([f], skip_invalid=cfg.skip_invalid) for f in cfg.eval_data or []}
         calibration = load_pairs(cfg.calibration_data, skip_invalid=cfg.skip_invalid) if cfg.calibration_data else []

@@ -12,7 +12,7 @@ from typing import Any
 
 from .agreement import Quorum
 from .db import transaction
-from .ranking import SIZES, Leased, RankShowing, implied_choices, pairs_of
+from .ranking import SIZES, Leased, RankShowing, implied_choices, pairs_of, shown_order
 from .store import Connection, Row
 
 CHOICES = ("A", "B", "tie", "skip")
@@ -163,8 +163,6 @@ class Queue:
         leases = self._open_group(conn, annotator, assignment_id) if self.rankings else None
         if leases is None:
             return self._show(conn, assignment_id)
-        from .ranking import shown_order
-
         order = shown_order(leases)
         texts = {
             int(r[0]): str(r[1])

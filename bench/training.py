@@ -33,6 +33,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="One prompt split and run per seed.")
     p.add_argument("--truncation", nargs="+", default=["left"], help="Our fit once per policy (left, head-tail).")
     p.add_argument("--max-length", type=int, default=256, help="Our fit's tokens per pair.")
+    p.add_argument(
+        "--variant",
+        nargs="+",
+        default=["default"],
+        help="Our fit once per variant, NAME=FIT-ARGS (e.g. 'cls=--pooling cls', 'full=--freeze-layers 0'); "
+        "'default' is the plain recipe; '--drop-over N' drops training pairs longer than N tokens as TRL does.",
+    )
     p.add_argument("--epochs", type=float, help="Our fit's epochs (default: the fit's default recipe).")
     p.add_argument("--train-sample", type=int, default=0, help="Train on this many pairs of the split (0: all).")
     p.add_argument("--eval-fraction", type=float, default=0.2, help="Share of prompts held out.")
@@ -46,11 +53,48 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--docs", help="Append the markdown section to this file (e.g. docs/training.md).")
     p.add_argument("--label", default="", help="A line said above the table (what was reduced, the machine).")
     p.add_argument("--quick", action="store_true", help="Smoke run: 48 pairs, 1 epoch each, 64 tokens, 1 seed.")
+    p.add_argument(
+        "--summarise", nargs="+", metavar="JSON", help="Train nothing: tabulate the runs of earlier OUT.json."
+    )
     args = p.parse_args(argv)
+    args.variants = dict(_variant(v) for v in args.variant)
     if args.quick:
         args.epochs, args.trl_epochs, args.max_length, args.trl_max_length = 1.0, 1.0, 64, 64
         args.seeds, args.train_sample = args.seeds[:1], args.train_sample or 48
     return args
+
+
+def _variant(text: str) -> tuple[str, list[str]]:
+    name, _, fit_args = text.partition("=")
+    if name != "default" and not fit_args:
+        raise SystemExit(f"--variant {text!r}: expected NAME=FIT-ARGS")
+    return name, shlex.split(fit_args)
+
+
+def recipe_name(policy: str, max_length: int, variant: str) -> str:
+    """Our fit's row name: the policy, then what differs from the default recipe (256 tokens, no variant)."""
+    extras = [f"{max_length} tokens"] * (max_length != 256) + [variant] * (variant != "default")
+    return f"ours ({', '.join([policy, *extras])})"
+
+
+def drop_over(train: Path, limit: int, base: str | None, folder: Path) -> Path:
+    """TRL's own data filter, applied to our fit's training file: keep a pair only if prompt + completion + EOS of
+    both sides is at most `limit` tokens (RewardTrainer drops the rest)."""
+    import transformers as tf
+
+    from training.data import load_pairs
+    from training.model import default_base
+
+    tokenizer = tf.AutoTokenizer.from_pretrained(base or default_base())
+    eos = tokenizer.eos_token or tokenizer.sep_token
+    pairs = load_pairs([train])
+
+    def fits(p: Any) -> bool:
+        texts = [_plain(p.prompt) + _plain(getattr(p, k)) + eos for k in KEYS]
+        return all(len(ids) <= limit for ids in tokenizer(texts, add_special_tokens=True)["input_ids"])
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return _write(folder / f"train-under-{limit}.jsonl", [p for p in pairs if fits(p)])
 
 
 def split_seed(args: argparse.Namespace, seed: int, work: Path) -> tuple[Path, dict[str, Path], int]:
@@ -81,18 +125,24 @@ def _write(path: Path, pairs: Sequence[Any]) -> Path:
 
 
 def run_ours(
-    args: argparse.Namespace, seed: int, policy: str, train: Path, held: dict[str, Path], folder: Path
+    args: argparse.Namespace, seed: int, policy: str, variant: str, train: Path, held: dict[str, Path], folder: Path
 ) -> dict[str, Any]:
     """`training.fit` on the seed's files: its bundle's per-file held-out accuracy (fp32 ONNX) and its times."""
     from models.bundle import read_bundle
     from training.fit import main
 
+    extra = list(args.variants[variant])
+    if "--drop-over" in extra:
+        at = extra.index("--drop-over")
+        train = drop_over(train, int(extra[at + 1]), args.base, folder)
+        del extra[at : at + 2]
     argv = ["--data", str(train), "--eval-data", *map(str, held.values()), "--out", str(folder / "bundle")]
     argv += ["--seed", str(seed), "--max-length", str(args.max_length), "--truncation", policy]
     argv += ["--no-int8", "--no-fp16", "--no-plot", "--bf16", "off", "--save-steps", "100000"]
     argv += ["--epochs", str(args.epochs)] if args.epochs else []
     argv += ["--base", args.base] if args.base else []
     argv += ["--threads", str(args.threads)] if args.threads else []
+    argv += extra
     started = time.perf_counter()
     if main(argv) != 0:
         raise RuntimeError(f"training.fit {' '.join(argv)} failed")
@@ -101,7 +151,7 @@ def run_ours(
     summary = meta.training["summary"]
     files = meta.eval_metrics["fp32"]["files"]
     return {
-        "recipe": f"ours ({policy})",
+        "recipe": recipe_name(policy, args.max_length, variant),
         "seed": seed,
         "pairs_used": sum(1 for _ in train.open()),
         "pairs_truncated": summary["truncated_train_pairs"],
@@ -232,6 +282,30 @@ def _mean_spread(values: Sequence[float]) -> dict[str, float]:
     return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
+def train_all(args: argparse.Namespace, command: str) -> list[dict[str, Any]]:
+    """Every recipe on every seed's split; OUT.json is rewritten after each run, so a long run that is stopped
+    keeps what it measured (`--summarise` tabulates it)."""
+    runs: list[dict[str, Any]] = []
+
+    def record(run: dict[str, Any]) -> None:
+        runs.append(run)
+        print(json.dumps(run), flush=True)
+        Path(f"{args.out}.json").write_text(json.dumps({"command": command, "runs": runs}, indent=2))
+
+    with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
+        work = Path(args.work or tmp)
+        for seed in args.seeds:
+            train, held, n_train = split_seed(args, seed, work)
+            print(f"seed {seed}: {n_train} training pairs, held out {list(held)}", flush=True)
+            for policy in args.truncation:
+                for variant in args.variants:
+                    folder = work / f"seed{seed}" / f"{policy}-{args.max_length}-{variant}"
+                    record(run_ours(args, seed, policy, variant, train, held, folder))
+            if not args.no_trl:
+                record(run_trl(args, seed, train, held, work / f"seed{seed}"))
+    return runs
+
+
 def markdown(rows: Sequence[dict[str, Any]], command: str, label: str) -> str:
     files = [f for f in rows[0]["accuracy"] if f != "pooled"] + ["pooled"]
     n = rows[0]["n"]
@@ -261,18 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     command = "python -m bench.training " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     print(command, flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
-        work = Path(args.work or tmp)
-        runs = []
-        for seed in args.seeds:
-            train, held, n_train = split_seed(args, seed, work)
-            print(f"seed {seed}: {n_train} training pairs, held out {list(held)}", flush=True)
-            for policy in args.truncation:
-                runs.append(run_ours(args, seed, policy, train, held, work / f"seed{seed}" / policy))
-                print(json.dumps(runs[-1]), flush=True)
-            if not args.no_trl:
-                runs.append(run_trl(args, seed, train, held, work / f"seed{seed}"))
-                print(json.dumps(runs[-1]), flush=True)
+    if args.summarise:
+        runs = [r for path in args.summarise for r in json.loads(Path(path).read_text())["runs"]]
+    else:
+        runs = train_all(args, command)
     rows = summarise(runs)
     text = markdown(rows, command, args.label)
     Path(f"{args.out}.json").write_text(json.dumps({"command": command, "runs": runs, "rows": rows}, indent=2))

@@ -258,11 +258,18 @@ def _score(model: Any, tokenizer: Any, texts: list[str], args: argparse.Namespac
 def summarise(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per recipe: mean pairs and time, and per file (and pooled over files) accuracy mean and spread over seeds."""
     rows = []
-    for recipe in dict.fromkeys(r["recipe"] for r in runs):
-        mine = [r for r in runs if r["recipe"] == recipe]
-        files = sorted(mine[0]["accuracy"])
-        pooled = [sum(r["accuracy"][f] * r["n"][f] for f in files) / sum(r["n"][f] for f in files) for r in mine]
-        per_file = {f: [r["accuracy"][f] for r in mine] for f in files} | {"pooled": pooled}
+    by_recipe = {name: [r for r in runs if r["recipe"] == name] for name in dict.fromkeys(r["recipe"] for r in runs)}
+    first = next(iter(by_recipe.values()), [])
+    base = {r["seed"]: r for r in first}
+    for recipe, mine in by_recipe.items():
+        per_file, files = _per_file(mine), sorted(mine[0]["accuracy"])
+        # A seed is a split: a recipe's gain over the first row seed by seed leaves out how hard each split is,
+        # which dominates both rows' spreads.
+        paired = [r for r in mine if r["seed"] in base]
+        gains = {
+            f: [a - b for a, b in zip(v, _per_file([base[r["seed"]] for r in paired])[f], strict=True)]
+            for f, v in _per_file(paired).items()
+        }
         rows.append(
             {
                 "recipe": recipe,
@@ -271,10 +278,19 @@ def summarise(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "pairs_truncated": statistics.mean(r["pairs_truncated"] for r in mine),
                 "train_seconds": statistics.mean(r["train_seconds"] for r in mine),
                 "accuracy": {f: _mean_spread(v) for f, v in per_file.items()},
+                "gain_over_first": {f: _mean_spread(v) for f, v in gains.items() if v} if mine is not first else {},
+                "paired_seeds": len(paired),
                 "n": {f: round(statistics.mean(r["n"][f] for r in mine)) for f in files},  # splits differ by seed
             }
         )
     return rows
+
+
+def _per_file(runs: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
+    """Accuracy per file and pooled over files (weighted by pairs), one value per run."""
+    files = sorted(runs[0]["accuracy"]) if runs else []
+    pooled = [sum(r["accuracy"][f] * r["n"][f] for f in files) / sum(r["n"][f] for f in files) for r in runs]
+    return {f: [r["accuracy"][f] for r in runs] for f in files} | {"pooled": pooled}
 
 
 def _mean_spread(values: Sequence[float]) -> dict[str, float]:
@@ -328,6 +344,19 @@ def markdown(rows: Sequence[dict[str, Any]], command: str, label: str) -> str:
         used = f"{r['pairs_used']:,.0f} ({r['pairs_truncated']:,.0f})"
         seeds = ",".join(map(str, r["seeds"]))
         lines.append(f"| {r['recipe']} | {seeds} | {used} | {minutes}:{seconds:02d} | " + " | ".join(acc) + " |")
+    gains = [r for r in rows if r.get("gain_over_first")]
+    if gains:
+        lines += [
+            "",
+            f"Gain over `{rows[0]['recipe']}`, paired by seed (same split), points (mean ± sd of the per-seed gains):",
+            "",
+            "| recipe | paired seeds | " + " | ".join(heads) + " |",
+            "|---|---|" + "---|" * len(files),
+        ]
+        for r in gains:
+            g = r["gain_over_first"]
+            cells = [f"{100 * g[f]['mean']:+.1f} ± {100 * g[f]['sd']:.1f}" for f in files]
+            lines.append(f"| {r['recipe']} | {r['paired_seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

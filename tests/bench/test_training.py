@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from builders import synthetic_records, write_records
@@ -85,3 +86,25 @@ def test_the_table_gives_mean_and_spread_over_seeds() -> None:
     assert row["accuracy"]["pooled"]["mean"] == pytest.approx((0.7 * 30 + 0.5 * 10) / 40)
     table = markdown([row], "c", "")
     assert "| ours (left) | 0,1,2 | 100 (10) | 1:01 | 70.0 ± 10.0 | 50.0 ± 0.0 | 65.0 ± 7.5 |" in table
+    assert row["gain_over_first"] == {} and "Gain over" not in table
+
+
+def test_gains_over_the_first_recipe_are_paired_by_seed() -> None:
+    from bench.training import markdown, summarise
+
+    def run(recipe: str, seed: int, a: float) -> dict[str, Any]:
+        return {"recipe": recipe, "seed": seed, "pairs_used": 10, "pairs_truncated": 0, "train_seconds": 1.0} | {
+            "accuracy": {"a": a},
+            "n": {"a": 10},
+        }
+
+    # Splits differ a lot (0.5 … 0.7) while the other recipe gains 2 points on each: the pairing sees +2 ± 0.
+    runs = [run("ours (left)", s, a) for s, a in enumerate([0.5, 0.6, 0.7])]
+    runs += [run("ours (head-tail)", s, a + 0.02) for s, a in enumerate([0.5, 0.6, 0.7])]
+    runs += [run("TRL RewardTrainer", 2, 0.6)]  # one seed in common
+    left, ht, trl = summarise(runs)
+    assert ht["accuracy"]["a"]["sd"] == pytest.approx(0.1) and ht["paired_seeds"] == 3
+    assert ht["gain_over_first"]["a"] == pytest.approx({"mean": 0.02, "sd": 0.0}, abs=1e-12)
+    assert trl["paired_seeds"] == 1 and trl["gain_over_first"]["pooled"]["mean"] == pytest.approx(-0.1)
+    table = markdown([left, ht, trl], "c", "")
+    assert "| ours (head-tail) | 3 | +2.0 ± 0.0 | +2.0 ± 0.0 |" in table and "| TRL RewardTrainer | 1 | -10.0" in table

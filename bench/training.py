@@ -21,6 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from training.config import FitConfig
+
+# The default recipe's length: a row names its length only where it differs.
+FIT_MAX_LENGTH: int = FitConfig.max_length
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "preferences"
 KEYS = ("chosen", "rejected")
 SHARED_FILES = ("finegrained_qa_dev.jsonl.gz", "hh_rlhf_harmless_base_test.jsonl.gz", "pandalm_test.jsonl")
@@ -32,7 +36,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--base", help="Backbone folder or hub name for both (default: the fit's, all-MiniLM-L6-v2).")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="One prompt split and run per seed.")
     p.add_argument("--truncation", nargs="+", default=["left"], help="Our fit once per policy (left, head-tail).")
-    p.add_argument("--max-length", type=int, default=256, help="Our fit's tokens per pair.")
+    p.add_argument("--max-length", type=int, default=FIT_MAX_LENGTH, help="Our fit's tokens per pair.")
     p.add_argument(
         "--variant",
         nargs="+",
@@ -68,12 +72,17 @@ def _variant(text: str) -> tuple[str, list[str]]:
     name, _, fit_args = text.partition("=")
     if name != "default" and not fit_args:
         raise SystemExit(f"--variant {text!r}: expected NAME=FIT-ARGS")
-    return name, shlex.split(fit_args)
+    words = shlex.split(fit_args)
+    if "--drop-over" in words:
+        limit = words[words.index("--drop-over") + 1 :][:1]
+        if not (limit and limit[0].isdigit()):
+            raise SystemExit(f"--variant {text!r}: --drop-over takes a token count")
+    return name, words
 
 
 def recipe_name(policy: str, max_length: int, variant: str) -> str:
-    """Our fit's row name: the policy, then what differs from the default recipe (256 tokens, no variant)."""
-    extras = [f"{max_length} tokens"] * (max_length != 256) + [variant] * (variant != "default")
+    """Our fit's row name: the policy, then what differs from the default recipe (its length, no variant)."""
+    extras = [f"{max_length} tokens"] * (max_length != FIT_MAX_LENGTH) + [variant] * (variant != "default")
     return f"ours ({', '.join([policy, *extras])})"
 
 
